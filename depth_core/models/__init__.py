@@ -1,0 +1,1 @@
+"""Depth network architectures, one module per family, written on timm backbones."""

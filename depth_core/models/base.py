@@ -1,0 +1,67 @@
+"""What every depth network family provides, so the estimator, the registry and BoostMerge treat them alike.
+
+A family module (e.g. `depth_anything_v2.py`) defines a config dataclass, presets, `build(config) -> nn.Module`
+and `config_from_state_dict(state_dict) -> config` (to recognise any checkpoint file a user drops in). The built
+module maps a normalized image batch [B,3,h,w] (h, w already multiples of `Preprocess.multiple_of`) to a raw
+prediction [B,h',w'] at the network's own output resolution; upsampling to the input size is the estimator's job.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..depth import DepthKind
+
+ResizeRule = Literal["lower_bound", "upper_bound", "minimal", "exact"]
+"""How the input is scaled to the network size (MiDaS' `Resize` semantics):
+lower_bound: both sides at least net size (short side = net size); upper_bound: both sides at most net size;
+minimal: the scale that changes the image least while reaching net size on one side; exact: net size x net size."""
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF_MEAN = (0.5, 0.5, 0.5)
+HALF_STD = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The input rule its authors specify for a network. Images are always fed RGB."""
+
+    net_size: int
+    multiple_of: int
+    resize_rule: ResizeRule
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: Literal["bicubic", "bilinear", "area"] = "bicubic"
+    keep_aspect: bool = True
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything about a network the rest of the pack needs, besides its weights."""
+
+    name: str
+    family: str
+    preprocess: Preprocess
+    output_kind: DepthKind
+    receptive_field: int
+    """Resolution at which the network sees the most context without losing structure (BoostMerge's R0)."""
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    """A released checkpoint the pack knows how to find, fetch and build.
+
+    Each family module lists its own in `KNOWN_MODELS`; depth_core/models/registry.py gathers them.
+    """
+
+    card: ModelCard
+    config: object
+    """The family's config dataclass instance for this checkpoint."""
+    filename: str
+    urls: tuple[str, ...]
+    """Official download locations, tried in order."""
+    sha256: str | None
+    """Full hex digest of the released file, or None where the authors publish none."""
+    license: str
+    size_bytes: int | None = None

@@ -1,0 +1,76 @@
+"""What every Depth Toolkit node shares: socket types, the depth input, progress, devices.
+
+Node files stay thin: they adapt ComfyUI tensors and call depth_core; anything two nodes need lives here.
+"""
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+import comfy.model_management
+import comfy.utils
+
+from ..depth_core.depth import Depth, as_depth, depth_to_image
+from ..depth_core.progress import ProgressFn
+
+CATEGORY = "Depth Toolkit"
+
+DepthType = io.Custom("DEPTHTOOLKIT_DEPTH")
+"""A depth_core.Depth: the raw float prediction and what it means (relative inverse depth or metres)."""
+
+DepthModelType = io.Custom("DEPTHTOOLKIT_MODEL")
+"""A loaded depth network (see nodes/depth_estimate.py)."""
+
+DEPTH_INPUT_TOOLTIP = (
+    "Depth to use: the DEPTH output of a Depth Toolkit node (keeps raw values and whether they are metric), or "
+    "any depth IMAGE (near = white), e.g. from another pack or a loaded PNG. A depth of another size than the "
+    "image is resized to the image."
+)
+
+
+def depth_input(id: str = "depth", tooltip: str = DEPTH_INPUT_TOOLTIP, optional: bool = False) -> io.MultiType.Input:
+    """One socket that takes a DEPTH or a depth IMAGE."""
+    return io.MultiType.Input(id, [DepthType, io.Image], tooltip=tooltip, optional=optional)
+
+
+def read_depth(value: Depth | torch.Tensor) -> Depth:
+    return as_depth(value)
+
+
+def depth_outputs() -> list:
+    """The DEPTH + depth IMAGE pair every depth-producing node returns, in this order."""
+    return [
+        DepthType.Output("depth", tooltip="Raw depth with its meaning (relative inverse depth or metres), for the "
+                                          "geometry nodes (stereo, normals, mesh, 3D photo)."),
+        io.Image.Output("depth_image", tooltip="Depth as a grayscale picture, near = white, 0..1."),
+    ]
+
+
+def to_output_device(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to(comfy.model_management.intermediate_device())
+
+
+def depth_picture(depth: Depth, per_image: bool = True) -> torch.Tensor:
+    return to_output_device(depth_to_image(depth.to("cpu"), per_image))
+
+
+def compute_device() -> torch.device:
+    return comfy.model_management.get_torch_device()
+
+
+def comfy_progress(total: int) -> ProgressFn:
+    """A ProgressFn that drives the node's progress bar and raises if the user pressed Cancel."""
+    bar = comfy.utils.ProgressBar(total)
+
+    def report(done: int, total_now: int) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        bar.update_absolute(done, total_now)
+
+    return report
+
+
+def ready_estimator(depth_model):
+    """The depth_core DepthEstimator inside a DEPTHTOOLKIT_MODEL value, loaded onto its device through ComfyUI's
+    model management (which may first unload other models to make room)."""
+    comfy.model_management.load_models_gpu([depth_model.patcher])
+    return depth_model.estimator

@@ -1,0 +1,80 @@
+"""Shared test fixtures.
+
+Pure-algorithm tests import `depth_core` directly (the repository root is put on sys.path). Tests of the ComfyUI
+nodes need real ComfyUI: set COMFYUI_PATH to a ComfyUI checkout (see README); without it they skip with that reason.
+The `pack` fixture imports this repository the way ComfyUI does, as a package named after its folder, so node tests
+must build their inputs from `pack.depth_core` (a second copy of depth_core, not the top-level one).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
+NO_COMFYUI_REASON = (
+    "COMFYUI_PATH is not set: point it at a ComfyUI checkout (with its requirements installed) to run the tests "
+    "that need real ComfyUI, see README 'Tests'."
+)
+requires_comfyui = pytest.mark.skipif(not COMFYUI_PATH, reason=NO_COMFYUI_REASON)
+
+PACK_MODULE_NAME = "depth_toolkit_under_test"
+
+
+def _import_comfyui() -> None:
+    if not COMFYUI_PATH:
+        pytest.skip(NO_COMFYUI_REASON)
+    if not (Path(COMFYUI_PATH) / "comfy_api").is_dir():
+        pytest.fail(f"COMFYUI_PATH={COMFYUI_PATH} does not look like a ComfyUI checkout (no comfy_api/ folder).")
+    if COMFYUI_PATH not in sys.path:
+        sys.path.insert(0, COMFYUI_PATH)
+    from comfy.cli_args import args
+
+    args.cpu = True  # before comfy.model_management is imported: no GPU here
+
+
+@pytest.fixture(scope="session")
+def pack():
+    """This repository imported as ComfyUI imports a custom node pack, with real ComfyUI on sys.path."""
+    _import_comfyui()
+    if PACK_MODULE_NAME in sys.modules:
+        return sys.modules[PACK_MODULE_NAME]
+    spec = importlib.util.spec_from_file_location(
+        PACK_MODULE_NAME, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_MODULE_NAME] = module
+    spec.loader.exec_module(module)
+    importlib.import_module(f"{PACK_MODULE_NAME}.nodes")
+    return module
+
+
+@pytest.fixture()
+def comfy_output_dir(pack, tmp_path):
+    """Point ComfyUI's output and temp folders at a fresh temporary folder for one test."""
+    import folder_paths
+
+    old_output, old_temp = folder_paths.get_output_directory(), folder_paths.get_temp_directory()
+    folder_paths.set_output_directory(str(tmp_path / "output"))
+    folder_paths.set_temp_directory(str(tmp_path / "temp"))
+    (tmp_path / "output").mkdir()
+    (tmp_path / "temp").mkdir()
+    yield tmp_path / "output"
+    folder_paths.set_output_directory(old_output)
+    folder_paths.set_temp_directory(old_temp)
+
+
+@pytest.fixture(scope="session")
+def motorcycle():
+    """The real Middlebury stereo pair shipped with scikit-image: (left, right, disparity) as float arrays."""
+    from skimage import data
+
+    left, right, disparity = data.stereo_motorcycle()
+    return left, right, disparity
