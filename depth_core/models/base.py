@@ -34,6 +34,8 @@ class Preprocess:
     std: tuple[float, float, float]
     interpolation: Literal["bicubic", "bilinear", "area"] = "bicubic"
     keep_aspect: bool = True
+    upsample: Literal["bilinear", "bicubic"] = "bilinear"
+    """How the authors bring the prediction back to the input size."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class KnownModel:
     urls: tuple[str, ...]
     """Official download locations, tried in order."""
     sha256: str | None
-    """Full hex digest of the released file, or None where the authors publish none."""
+    """Hex sha256 of the released file, or its leading part where that is all the authors publish (torch.hub's
+    `name-<prefix>.pt` convention); checked as a prefix. None: only the server's own digest can be checked."""
     license: str
     size_bytes: int | None = None

@@ -1,0 +1,168 @@
+"""Running a depth network on images: the authors' preprocessing, memory-bounded chunks, upsampling, masking."""
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from .depth import Depth, DepthKind
+from .image import bhwc_to_bchw, to_rgb
+from .models.base import ModelCard, Preprocess
+from .progress import ProgressFn, no_progress
+
+Resolution = int | tuple[int, int] | Literal["match"] | None
+"""None: the model's native size; int: that size under the model's resize rule; (h, w): as given;
+"match": the input's own size (rounded to what the network accepts)."""
+
+CPU_CHUNK_PIXELS = 4 * 518 * 518
+"""Network-input pixels per chunk on the CPU: enough to batch small inputs, little enough to bound peak memory."""
+
+
+def constrain_to_multiple(value: float, multiple: int, minimum: int = 0, maximum: int | None = None) -> int:
+    """Round to a multiple, staying within [minimum, maximum] (MiDaS' `constrain_to_multiple_of`)."""
+    result = int(round(value / multiple) * multiple)
+    if maximum is not None and result > maximum:
+        result = int(math.floor(value / multiple) * multiple)
+    if result < minimum:
+        result = int(math.ceil(value / multiple) * multiple)
+    return max(result, multiple)
+
+
+def network_input_size(height: int, width: int, preprocess: Preprocess, net_size: int | None = None) -> tuple[int, int]:
+    """The (h, w) the authors' resize rule gives for an image of this size."""
+    target = net_size or preprocess.net_size
+    multiple = preprocess.multiple_of
+    rule = preprocess.resize_rule
+    if rule == "exact":
+        return constrain_to_multiple(target, multiple), constrain_to_multiple(target, multiple)
+    scale_h, scale_w = target / height, target / width
+    if preprocess.keep_aspect:
+        if rule == "lower_bound":
+            scale_h = scale_w = max(scale_h, scale_w)
+        elif rule == "upper_bound":
+            scale_h = scale_w = min(scale_h, scale_w)
+        else:  # minimal: the scale closest to 1 changes the image least
+            scale_h = scale_w = scale_w if abs(1 - scale_w) < abs(1 - scale_h) else scale_h
+    if rule == "lower_bound":
+        return (constrain_to_multiple(scale_h * height, multiple, minimum=target),
+                constrain_to_multiple(scale_w * width, multiple, minimum=target))
+    if rule == "upper_bound":
+        return (constrain_to_multiple(scale_h * height, multiple, maximum=target),
+                constrain_to_multiple(scale_w * width, multiple, maximum=target))
+    return constrain_to_multiple(scale_h * height, multiple), constrain_to_multiple(scale_w * width, multiple)
+
+
+class DepthEstimator:
+    """A depth network with its model card: images in, raw depth out."""
+
+    def __init__(self, card: ModelCard, network: torch.nn.Module) -> None:
+        self.card = card
+        self.network = network.eval()
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def output_kind(self) -> DepthKind:
+        return self.card.output_kind
+
+    @property
+    def receptive_field(self) -> int:
+        return self.card.receptive_field
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.network.parameters()).dtype
+
+    def input_size(self, height: int, width: int, net_size: Resolution = None) -> tuple[int, int]:
+        preprocess = self.card.preprocess
+        if net_size == "match":
+            return (constrain_to_multiple(height, preprocess.multiple_of),
+                    constrain_to_multiple(width, preprocess.multiple_of))
+        if isinstance(net_size, tuple):
+            return (constrain_to_multiple(net_size[0], preprocess.multiple_of),
+                    constrain_to_multiple(net_size[1], preprocess.multiple_of))
+        return network_input_size(height, width, preprocess, net_size)
+
+    def prepare(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """[B,3,H,W] RGB 0..1 to the normalized network input at `size`, on the network's device and dtype."""
+        preprocess = self.card.preprocess
+        images = images.to(self.device, torch.float32)
+        if tuple(images.shape[-2:]) != tuple(size):
+            images = F.interpolate(images, size=size, mode=preprocess.interpolation,
+                                   **({} if preprocess.interpolation == "area" else {"align_corners": False}))
+            images = images.clamp(0.0, 1.0)
+        mean = torch.tensor(preprocess.mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(preprocess.std, device=images.device).view(1, 3, 1, 1)
+        return ((images - mean) / std).to(self.dtype).contiguous(memory_format=torch.channels_last)
+
+    def infer(self, images: torch.Tensor, net_size: Resolution = None) -> torch.Tensor:
+        """Raw prediction [B,H,W] float32 at the input's size, for images [B,3,H,W] RGB 0..1."""
+        height, width = images.shape[-2:]
+        network_input = self.prepare(images, self.input_size(height, width, net_size))
+        autocast = (torch.autocast(self.device.type, dtype=self.dtype)
+                    if self.dtype in (torch.float16, torch.bfloat16) else nullcontext())
+        with torch.inference_mode(), autocast:
+            raw = self.network(network_input)
+        raw = raw.float().unsqueeze(1)
+        mode = self.card.preprocess.upsample
+        return F.interpolate(raw, size=(height, width), mode=mode, align_corners=False).squeeze(1)
+
+    def chunk_size(self, network_pixels: int) -> int:
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            # Activations of ViT-L-sized DPT networks take roughly 6 KB per input pixel in half precision.
+            per_image = network_pixels * 6_000 * (2 if self.dtype == torch.float32 else 1)
+            return max(1, min(64, int(free * 0.5 // per_image)))
+        return max(1, CPU_CHUNK_PIXELS // network_pixels)
+
+    def predict(self, images: torch.Tensor, resolution: Resolution = None, mask: torch.Tensor | None = None,
+                progress: ProgressFn = no_progress) -> Depth:
+        """Depth for an IMAGE batch [B,H,W,C] 0..1.
+
+        `mask` [B,H,W] or [H,W] marks the pixels to keep (1 = subject); elsewhere depth is set to the farthest
+        value of the kept pixels.
+        """
+        rgb = bhwc_to_bchw(to_rgb(images))
+        batch, _, height, width = rgb.shape
+        net_h, net_w = self.input_size(height, width, resolution)
+        chunk = self.chunk_size(net_h * net_w)
+        predictions = []
+        progress(0, batch)
+        for start in range(0, batch, chunk):
+            predictions.append(self.infer(rgb[start:start + chunk], resolution).cpu())
+            progress(min(start + chunk, batch), batch)
+        values = torch.cat(predictions)
+        if mask is not None:
+            values = set_outside_mask_to_far(values, mask, self.output_kind)
+        return Depth(values, self.output_kind, self.name)
+
+
+def set_outside_mask_to_far(values: torch.Tensor, mask: torch.Tensor, kind: DepthKind) -> torch.Tensor:
+    """Pixels where mask < 0.5 take the farthest depth among the kept pixels (the old "pre-depth" removal)."""
+    if mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    if mask.ndim != 3:
+        raise ValueError(f"The mask must be [B,H,W] or [H,W], got shape {tuple(mask.shape)}.")
+    if mask.shape[0] not in (1, values.shape[0]):
+        raise ValueError(f"Got {mask.shape[0]} masks for {values.shape[0]} images: give one mask per image, or one "
+                         "mask for all.")
+    mask = mask.float().to(values.device)
+    if mask.shape[-2:] != values.shape[-2:]:
+        mask = F.interpolate(mask.unsqueeze(1), size=values.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
+    keep = (mask >= 0.5).expand_as(values)
+    far_is_small = kind is DepthKind.RELATIVE_INVERSE
+    big = torch.finfo(values.dtype).max
+    fill_candidates = torch.where(keep, values, torch.full_like(values, big if far_is_small else -big))
+    far = fill_candidates.flatten(1).amin(1) if far_is_small else fill_candidates.flatten(1).amax(1)
+    all_masked = ~keep.flatten(1).any(1)
+    far = torch.where(all_masked, values.flatten(1).amin(1) if far_is_small else values.flatten(1).amax(1), far)
+    return torch.where(keep, values, far.view(-1, 1, 1).expand_as(values))

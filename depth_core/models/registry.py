@@ -1,0 +1,72 @@
+"""All known depth networks, and building an estimator from any checkpoint file.
+
+Each family module declares its checkpoints in `KNOWN_MODELS` and recognises its own state dicts in
+`config_from_state_dict`, so a file the user renamed, or a converted fp16 safetensors, still builds the right network.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from ..estimate import DepthEstimator
+from ..loading import CorruptCheckpointError, load_state_dict
+from .base import KnownModel
+
+DEPTH_FAMILIES = ("depth_anything_v2", "midas_dpt", "midas_v21", "leres", "zoedepth")
+"""Family modules of networks that predict depth from an image, in the order they are tried."""
+
+
+def family_modules() -> list[ModuleType]:
+    return [importlib.import_module(f".{name}", __package__) for name in DEPTH_FAMILIES]
+
+
+def known_models() -> dict[str, KnownModel]:
+    """Known checkpoints by file name, in the order the model list shows them."""
+    return {known.filename: known for module in family_modules() for known in module.KNOWN_MODELS}
+
+
+def identify(state_dict: dict[str, torch.Tensor]) -> tuple[ModuleType, object] | None:
+    """The family module and config that this state dict belongs to, or None."""
+    for module in family_modules():
+        config = module.config_from_state_dict(state_dict)
+        if config is not None:
+            return module, config
+    return None
+
+
+def card_for(module: ModuleType, config: object, filename: str):
+    """The model card of a known checkpoint with this config, named after the file the user chose."""
+    candidates = [known for known in module.KNOWN_MODELS if known.config == config] or list(module.KNOWN_MODELS)
+    by_name = next((known for known in candidates if known.filename == filename), candidates[0])
+    return replace(by_name.card, name=Path(filename).stem)
+
+
+def build_estimator(path: str | os.PathLike, device: torch.device | str = "cpu",
+                    dtype: torch.dtype = torch.float32) -> DepthEstimator:
+    """Load a checkpoint safely, recognise its network, load its weights strictly and return an estimator."""
+    path = Path(path)
+    state_dict = load_state_dict(path)
+    found = identify(state_dict)
+    if found is None:
+        supported = ", ".join(known_models())
+        raise CorruptCheckpointError(
+            f"{path.name} is not a depth network this pack knows (its weights match none of: {supported}). "
+            "Choose one of those checkpoints."
+        )
+    module, config = found
+    network = module.build(config)
+    try:
+        network.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:
+        raise CorruptCheckpointError(
+            f"{path.name} looks like {module.__name__.rsplit('.', 1)[-1]} but its weights do not fit the network "
+            f"({str(error).splitlines()[0]}). The file may be damaged or a different variant: download it again."
+        ) from error
+    del state_dict
+    network = network.to(device=device, dtype=dtype)
+    return DepthEstimator(card_for(module, config, path.name), network)
