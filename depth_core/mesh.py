@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +105,21 @@ def _grid_faces(rows: int, cols: int, device: torch.device) -> torch.Tensor:
     return torch.stack([first, second], dim=-2).reshape(-1, 3)
 
 
+def _triangle_log_spans(grid_log: torch.Tensor) -> torch.Tensor:
+    """Per triangle (in _grid_faces order) the largest minus the smallest log-distance of its corners.
+
+    Worked out on the grid with shifted views instead of gathering through the face indices: same numbers, several
+    times faster on large grids.
+    """
+    top_left, top_right = grid_log[:-1, :-1], grid_log[:-1, 1:]
+    bottom_left, bottom_right = grid_log[1:, :-1], grid_log[1:, 1:]
+    shared_high = torch.maximum(top_right, bottom_left)
+    shared_low = torch.minimum(top_right, bottom_left)
+    first = torch.maximum(shared_high, top_left) - torch.minimum(shared_low, top_left)
+    second = torch.maximum(shared_high, bottom_right) - torch.minimum(shared_low, bottom_right)
+    return torch.stack([first, second], dim=-1).reshape(-1)
+
+
 def _background_depth(grid_distance: torch.Tensor) -> torch.Tensor:
     """Farthest distance among each grid vertex's 3x3 neighbours: where the surface behind a foreground edge lies."""
     return F.max_pool2d(grid_distance[None, None], kernel_size=3, stride=1, padding=1)[0, 0]
@@ -117,7 +132,9 @@ def _compact(vertices: torch.Tensor, attributes: list[torch.Tensor], faces: torc
     if bool(used.all()):
         return vertices, attributes, faces
     new_index = torch.cumsum(used, 0) - 1
-    return vertices[used], [a[used] for a in attributes], new_index[faces]
+    kept = used.nonzero().squeeze(1)
+    return (vertices.index_select(0, kept), [a.index_select(0, kept) for a in attributes],
+            new_index.take(faces))
 
 
 def _validate_depth(depth: Depth) -> None:
@@ -197,16 +214,16 @@ def depth_to_mesh(
 
     faces = _grid_faces(grid_rows, grid_cols, device)
     if discontinuity_threshold > 0:
-        log_distance = flat_distance.log()
-        corner_log = log_distance[faces]
-        span = corner_log.amax(1) - corner_log.amin(1)
+        span = _triangle_log_spans(grid_distance.log())
         cut = span > discontinuity_threshold
         if bool(cut.any()):
-            kept = faces[~cut]
+            kept = faces.index_select(0, (~cut).nonzero().squeeze(1))
             if keep_background:
-                rebuilt, extra = _rebuild_on_background(faces[cut], corner_log[cut], discontinuity_threshold,
-                                                        vertices.shape[0], _background_depth(grid_distance).reshape(-1))
-                vertices = torch.cat([vertices, flat_rays[extra] * _background_depth(grid_distance).reshape(-1)[extra, None]])
+                cut_faces = faces.index_select(0, cut.nonzero().squeeze(1))
+                rebuilt, extra = _rebuild_on_background(cut_faces, flat_distance.log().take(cut_faces),
+                                                        discontinuity_threshold, vertices.shape[0])
+                background = _background_depth(grid_distance).reshape(-1)
+                vertices = torch.cat([vertices, flat_rays[extra] * background[extra, None]])
                 uvs = torch.cat([uvs, uvs[extra]])
                 colors = torch.cat([colors, colors[extra]])
                 kept = torch.cat([kept, rebuilt])
@@ -227,8 +244,8 @@ def depth_to_mesh(
     return mesh
 
 
-def _rebuild_on_background(cut_faces: torch.Tensor, corner_log: torch.Tensor, threshold: float, vertex_count: int,
-                           background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _rebuild_on_background(cut_faces: torch.Tensor, corner_log: torch.Tensor, threshold: float,
+                           vertex_count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Move the near corners of cut triangles back onto the background surface.
 
     Each near corner is replaced by a new vertex on the same pixel ray at the farthest neighbouring distance; new
@@ -279,10 +296,26 @@ def simplify(mesh: DepthMesh, face_count: int, camera: Pinhole) -> DepthMesh:
 # Writing
 
 
+TEXTURE_PNG_COMPRESS_LEVEL = 1
+"""zlib level for texture PNGs: level 1 encodes a 1 MP photo ~4x faster than PIL's default 6 for ~12 % more bytes
+(photos barely compress losslessly), which is most of the difference between a 1 s and a 2 s GLB export."""
+
+
 def _texture_image(mesh: DepthMesh):
     from PIL import Image
 
-    return Image.fromarray(image_to_uint8(mesh.texture))
+    class FastPngImage(Image.Image):
+        """trimesh encodes textures with a bare `image.save(file, format=...)`; this picks the PNG zlib level."""
+
+        def save(self, fp, format=None, **params):
+            if (format or "").lower() == "png":
+                params.setdefault("compress_level", TEXTURE_PNG_COMPRESS_LEVEL)
+            return super().save(fp, format, **params)
+
+    image = Image.fromarray(image_to_uint8(mesh.texture))
+    image.__class__ = FastPngImage
+    image.format = "PNG"
+    return image
 
 
 def _trimesh_uvs(mesh: DepthMesh) -> np.ndarray:
@@ -292,12 +325,18 @@ def _trimesh_uvs(mesh: DepthMesh) -> np.ndarray:
     return uvs
 
 
-def _textured_trimesh(mesh: DepthMesh, material_name: str):
+def _textured_trimesh(mesh: DepthMesh, material_name: str, for_obj: bool = False):
     import trimesh
-    from trimesh.visual.material import PBRMaterial
+    from trimesh.visual.material import PBRMaterial, SimpleMaterial
 
-    material = PBRMaterial(name=material_name, baseColorTexture=_texture_image(mesh), metallicFactor=0.0,
-                           roughnessFactor=1.0, doubleSided=True)
+    if for_obj:
+        # Viewers multiply map_Kd by Kd, so Kd must be white (trimesh's default grey would darken the photo); no
+        # specular highlight on a photo.
+        material = SimpleMaterial(name=material_name, image=_texture_image(mesh), diffuse=(255, 255, 255, 255),
+                                  ambient=(255, 255, 255, 255), specular=(0, 0, 0, 255))
+    else:
+        material = PBRMaterial(name=material_name, baseColorTexture=_texture_image(mesh), metallicFactor=0.0,
+                               roughnessFactor=1.0, doubleSided=True)
     visual = trimesh.visual.TextureVisuals(uv=_trimesh_uvs(mesh), material=material)
     return trimesh.Trimesh(mesh.vertices.numpy(), mesh.faces.numpy(), visual=visual, process=False)
 
@@ -314,7 +353,7 @@ def mesh_file_contents(mesh: DepthMesh, file_name: str, format: str) -> dict[str
     if format == "glb":
         return {file_name: export_glb(trimesh.Scene(_textured_trimesh(mesh, stem)))}
     if format == "obj":
-        text, extra_files = export_obj(_textured_trimesh(mesh, stem), return_texture=True, mtl_name=f"{stem}.mtl",
+        text, extra_files = export_obj(_textured_trimesh(mesh, stem, for_obj=True), return_texture=True, mtl_name=f"{stem}.mtl",
                                        header=None)
         return {file_name: text.encode("utf-8"), **extra_files}
     if format == "ply":
@@ -339,9 +378,10 @@ def write_files_atomically(folder: str | os.PathLike, files: dict[str, bytes]) -
     placed: list[Path] = []
     try:
         for name, data in files.items():
-            handle, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
-            temporary.append(Path(temp_name))
-            with os.fdopen(handle, "wb") as stream:
+            # A plain exclusive open (not mkstemp) so the file gets the usual permissions from the umask.
+            temp_path = folder / f".{name}.{uuid.uuid4().hex[:12]}.part"
+            with open(temp_path, "xb") as stream:
+                temporary.append(temp_path)
                 stream.write(data)
         for temp_path, name in zip(temporary, files):
             final = folder / name

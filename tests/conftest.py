@@ -52,7 +52,8 @@ def pack():
     module = importlib.util.module_from_spec(spec)
     sys.modules[PACK_MODULE_NAME] = module
     spec.loader.exec_module(module)
-    importlib.import_module(f"{PACK_MODULE_NAME}.nodes")
+    importlib.import_module(f"{PACK_MODULE_NAME}.depth_core")
+    importlib.import_module(f"{PACK_MODULE_NAME}.nodes").node_modules()  # every node module, as ComfyUI would
     return module
 
 

@@ -67,18 +67,20 @@ class UNetLevel(nn.Module):
             layers = [down, inner, nn.ReLU(True), up, nn.Tanh()]
         elif inner is None:  # innermost: no skip input doubles its up-convolution's channels
             up = nn.ConvTranspose2d(inner_channels, outer_channels, kernel_size=4, stride=2, padding=1, bias=False)
-            layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True), up, nn.Identity()]
+            layers = [nn.LeakyReLU(0.2), down, nn.ReLU(True), up, nn.Identity()]
         else:
             up = nn.ConvTranspose2d(inner_channels * 2, outer_channels, kernel_size=4, stride=2, padding=1,
                                     bias=False)
-            layers = [nn.LeakyReLU(0.2, True), down, nn.Identity(), inner, nn.ReLU(True), up, nn.Identity()]
+            layers = [nn.LeakyReLU(0.2), down, nn.Identity(), inner, nn.ReLU(True), up, nn.Identity()]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.outermost:
             return self.model(x)
-        # The in-place activations of the inner levels must not touch the skip input.
-        return torch.cat([x, self.model(x.clone())], 1)
+        # The released network was trained with an in-place LeakyReLU that also rewrote the skip input, so the skip
+        # connection carries the activated tensor, not the level's raw input.
+        activated = self.model[0](x)
+        return torch.cat([activated, self.model[1:](activated)], 1)
 
 
 class Pix2PixGenerator(nn.Module):

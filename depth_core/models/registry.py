@@ -22,7 +22,14 @@ DEPTH_FAMILIES = ("depth_anything_v2", "midas_dpt", "midas_v21", "leres", "zoede
 
 
 def family_modules() -> list[ModuleType]:
-    return [importlib.import_module(f".{name}", __package__) for name in DEPTH_FAMILIES]
+    modules = []
+    for name in DEPTH_FAMILIES:
+        try:
+            modules.append(importlib.import_module(f".{name}", __package__))
+        except ModuleNotFoundError as error:
+            if error.name != f"{__package__}.{name}":
+                raise
+    return modules
 
 
 def known_models() -> dict[str, KnownModel]:
@@ -54,6 +61,11 @@ def build_estimator(path: str | os.PathLike, device: torch.device | str = "cpu",
     found = identify(state_dict)
     if found is None:
         supported = ", ".join(known_models())
+        if path.name in known_models():
+            raise CorruptCheckpointError(
+                f"{path.name} does not hold the weights its name promises: the file is damaged or was replaced. "
+                f"Delete it and download it again ({known_models()[path.name].urls[0]})."
+            )
         raise CorruptCheckpointError(
             f"{path.name} is not a depth network this pack knows (its weights match none of: {supported}). "
             "Choose one of those checkpoints."

@@ -1,0 +1,449 @@
+"""The end-to-end harness: a real ComfyUI server with this pack installed, shared by every integration test.
+
+The server runs from $COMFYUI_PATH on 127.0.0.1 (a free port), on the CPU, with a temporary base directory holding
+this repository as custom node `depth_toolkit`, test-built depth checkpoints in models/depth/ (random weights in the
+official layout) and empty input/output/user folders. Without COMFYUI_PATH every test here skips with that reason.
+
+Environment:
+- COMFYUI_PATH: the ComfyUI checkout (its requirements installed in the Python running pytest, or in
+  COMFYUI_PYTHON).
+- COMFYUI_PYTHON: the interpreter that runs ComfyUI (default: the one running pytest).
+- DEPTHTOOLKIT_EXTRA_CUSTOM_NODES: more custom node folders to install beside the pack, os.pathsep-separated
+  (for developing the harness against stub nodes; never needed in CI).
+- DEPTHTOOLKIT_WORKFLOW_DIR: run the workflows of another folder instead of workflows/ (development).
+- DEPTHTOOLKIT_E2E_NATIVE: run depth networks at the workflows' own resolution (default: a small 126 px, fast).
+- DEPTHTOOLKIT_KEEP_SERVER_DIR: keep the server's base directory (and its log) after the session.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOW_DIR = Path(os.environ.get("DEPTHTOOLKIT_WORKFLOW_DIR") or ROOT / "workflows")
+PACK_FOLDER = "depth_toolkit"
+NODE_PREFIX = "DepthToolkit."
+STARTUP_TIMEOUT_S = 240
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
+NO_COMFYUI_REASON = (
+    "COMFYUI_PATH is not set: point it at a ComfyUI checkout whose requirements are installed to run the "
+    "end-to-end tests against a real ComfyUI server."
+)
+
+
+def workflow_paths() -> list[Path]:
+    return sorted(WORKFLOW_DIR.glob("*.json"))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServerError(AssertionError):
+    pass
+
+
+@dataclass
+class ComfyServer:
+    """A running ComfyUI and the folders it uses, with the few HTTP calls the tests need."""
+
+    url: str
+    base_dir: Path
+    log_path: Path
+    process: subprocess.Popen
+    checkpoints: dict[str, Path] = field(default_factory=dict)
+    """Test-built model files in models/depth/, by file name."""
+    _object_info: dict | None = None
+
+    @property
+    def output_dir(self) -> Path:
+        return self.base_dir / "output"
+
+    @property
+    def input_dir(self) -> Path:
+        return self.base_dir / "input"
+
+    def log_tail(self, chars: int = 6000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "(no log)"
+
+    def request(self, path: str, data: bytes | None = None, headers: dict | None = None,
+                method: str | None = None, timeout: float = 60) -> bytes:
+        req = urllib.request.Request(self.url + path, data=data, headers=headers or {}, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
+                return response.read()
+        except urllib.error.HTTPError as error:
+            body = error.read().decode(errors="replace")
+            raise ServerError(f"{method or ('POST' if data else 'GET')} {path} -> HTTP {error.code}: {body[:4000]}")
+
+    def get_json(self, path: str):
+        return json.loads(self.request(path))
+
+    def post_json(self, path: str, payload) -> dict:
+        raw = self.request(path, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+        return json.loads(raw) if raw else {}
+
+    def object_info(self) -> dict:
+        if self._object_info is None:
+            self._object_info = self.get_json("/object_info")
+        return self._object_info
+
+    def upload_image(self, name: str, png: bytes, image_type: str = "input") -> str:
+        """Upload PNG bytes through /upload/image; returns the name LoadImage takes."""
+        boundary = uuid.uuid4().hex
+        parts = [
+            (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+             f"Content-Type: image/png\r\n\r\n").encode() + png + b"\r\n",
+            (f'--{boundary}\r\nContent-Disposition: form-data; name="type"\r\n\r\n{image_type}\r\n').encode(),
+            (f'--{boundary}\r\nContent-Disposition: form-data; name="overwrite"\r\n\r\ntrue\r\n').encode(),
+            f"--{boundary}--\r\n".encode(),
+        ]
+        answer = json.loads(self.request("/upload/image", b"".join(parts),
+                                         {"Content-Type": f"multipart/form-data; boundary={boundary}"}))
+        return f"{answer['subfolder']}/{answer['name']}" if answer.get("subfolder") else answer["name"]
+
+    def queue(self, prompt: dict, client_id: str | None = None) -> str:
+        payload = {"prompt": prompt, "client_id": client_id or uuid.uuid4().hex}
+        return self.post_json("/prompt", payload)["prompt_id"]
+
+    def wait_history(self, prompt_id: str, timeout_s: float = 300) -> dict:
+        """The /history entry of a prompt once it has finished (success or error)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(f"ComfyUI exited (code {self.process.returncode}) while running {prompt_id}:\n"
+                                  f"{self.log_tail()}")
+            entry = self.get_json(f"/history/{prompt_id}").get(prompt_id)
+            if entry and entry.get("status"):  # ComfyUI records a prompt in its history once it has finished
+                return entry
+            time.sleep(0.25)
+        raise ServerError(f"prompt {prompt_id} did not finish within {timeout_s} s; server log:\n{self.log_tail()}")
+
+    def view(self, filename: str, subfolder: str = "", folder_type: str = "output") -> bytes:
+        query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": folder_type})
+        return self.request(f"/view?{query}")
+
+
+CHECKPOINT_FAMILIES: dict[str, str] = {}
+"""Family module of each test-built checkpoint, by file name."""
+KNOWN_FILE_FAMILIES: dict[str, str] = {}
+"""Family module of every known release file name (built or not), by file name."""
+DEPTH_NETWORK_FILES: set[str] = set()
+"""Test-built checkpoints that are depth networks (not helper networks such as the boost merge net)."""
+
+
+def checkpoint_for_test_run(value: str) -> str | None:
+    """The test-built checkpoint to use where a workflow names the model file `value`: the one of the same family,
+    else any depth network; None when no checkpoint was built."""
+    family = KNOWN_FILE_FAMILIES.get(value)
+    same_family = [name for name, owner in CHECKPOINT_FAMILIES.items() if owner == family]
+    if same_family:
+        return same_family[0]
+    return next(iter(sorted(DEPTH_NETWORK_FILES)), None)
+
+
+def build_test_checkpoints(models_dir: Path) -> dict[str, Path]:
+    """Random-weight checkpoints in the official key layout, one for the smallest known model of each family
+    (the pack's loader recognises a file by its keys, so these exercise the real loading path).
+
+    Families whose module does not exist yet are left out; workflows that need them then fail with a clear
+    message from the loader node."""
+    import importlib
+    import pkgutil
+
+    import torch
+
+    import depth_core.models as families  # importable: tests/conftest.py puts the repository root on sys.path
+    built: dict[str, Path] = {}
+    models_dir.mkdir(parents=True, exist_ok=True)
+    for module_info in pkgutil.iter_modules(families.__path__):
+        if module_info.name.startswith("_") or module_info.name in ("base", "registry"):
+            continue
+        module = importlib.import_module(f"depth_core.models.{module_info.name}")
+        known = getattr(module, "KNOWN_MODELS", None) or getattr(module, "PRESETS", None)
+        build = getattr(module, "build", None)
+        if not known or build is None or not hasattr(known[0], "filename"):
+            continue
+        for entry in _smallest_first(known, build)[:1]:
+            torch.manual_seed(0)
+            network = build(entry.config)
+            path = models_dir / entry.filename
+            # The official releases are plain state dicts saved with torch.save (.pth) or safetensors
+            if path.suffix == ".safetensors":
+                from safetensors.torch import save_file
+                save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(path))
+            else:
+                torch.save(network.state_dict(), path)
+            built[entry.filename] = path
+            CHECKPOINT_FAMILIES[entry.filename] = module_info.name
+            if getattr(entry, "card", None) is not None:
+                DEPTH_NETWORK_FILES.add(entry.filename)
+        for entry in known:
+            KNOWN_FILE_FAMILIES[entry.filename] = module_info.name
+    return built
+
+
+def _smallest_first(known: list, build) -> list:
+    """Known models ordered by their size on disk where the module says, else by name hints."""
+    order = {"vits": 0, "small": 0, "s": 0, "vitb": 1, "base": 1, "vitl": 2, "large": 2, "vitg": 3, "giant": 3}
+
+    def size(entry) -> tuple:
+        if getattr(entry, "size_bytes", None):
+            return (entry.size_bytes, entry.filename)
+        hint = min((rank for key, rank in order.items() if f"_{key}" in entry.filename.lower()), default=5)
+        return (float("inf") if hint == 5 else hint, entry.filename)
+
+    return sorted(known, key=size)
+
+
+def _start_server(base_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    command = [
+        python, "main.py",
+        "--listen", "127.0.0.1", "--port", str(port),
+        "--cpu", "--disable-auto-launch",
+        "--base-directory", str(base_dir),
+        "--database-url", "sqlite:///:memory:",
+        "--disable-api-nodes",
+        "--log-stdout",
+    ]
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env["HF_HUB_OFFLINE"] = "1"  # nothing may be downloaded during a test
+    log = open(log_path, "wb")
+    return subprocess.Popen(command, cwd=COMFYUI_PATH, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            stdin=subprocess.DEVNULL)
+
+
+def _wait_until_up(server: ComfyServer) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise ServerError(f"ComfyUI exited with code {server.process.returncode} while starting:\n"
+                              f"{server.log_tail()}")
+        try:
+            server.get_json("/system_stats")
+            return
+        except (urllib.error.URLError, ConnectionError, OSError, ServerError):
+            time.sleep(0.5)
+    raise ServerError(f"ComfyUI did not answer within {STARTUP_TIMEOUT_S} s:\n{server.log_tail()}")
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory) -> ComfyServer:
+    if not COMFYUI_PATH:
+        pytest.skip(NO_COMFYUI_REASON)
+    if not (Path(COMFYUI_PATH) / "main.py").is_file():
+        pytest.fail(f"COMFYUI_PATH={COMFYUI_PATH} is not a ComfyUI checkout (no main.py).")
+    base_dir = tmp_path_factory.mktemp("comfyui")
+    for folder in ("custom_nodes", "input", "output", "temp", "user", "models"):
+        (base_dir / folder).mkdir()
+    (base_dir / "custom_nodes" / PACK_FOLDER).symlink_to(ROOT, target_is_directory=True)
+    for extra in filter(None, os.environ.get("DEPTHTOOLKIT_EXTRA_CUSTOM_NODES", "").split(os.pathsep)):
+        extra_path = Path(extra).resolve()
+        (base_dir / "custom_nodes" / extra_path.name).symlink_to(extra_path, target_is_directory=extra_path.is_dir())
+    checkpoints = build_test_checkpoints(base_dir / "models" / "depth")
+
+    log_path = base_dir / "comfyui.log"
+    process = _start_server(base_dir, free_port(), log_path)
+    port = int(process.args[process.args.index("--port") + 1])
+    server = ComfyServer(f"http://127.0.0.1:{port}", base_dir, log_path, process, checkpoints)
+    try:
+        _wait_until_up(server)
+        log = server.log_tail(200_000)
+        if "IMPORT FAILED" in log and PACK_FOLDER in log.split("IMPORT FAILED", 1)[1][:400]:
+            raise ServerError(f"ComfyUI could not import the pack:\n{server.log_tail()}")
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=20)
+        if os.environ.get("DEPTHTOOLKIT_KEEP_SERVER_DIR"):
+            print(f"\nComfyUI base directory kept at {base_dir}")
+        else:
+            shutil.rmtree(base_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pack_node_ids(comfy_server) -> list[str]:
+    return sorted(name for name in comfy_server.object_info() if name.startswith(NODE_PREFIX))
+
+
+def png_bytes(array) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def small_test_photo(height: int = 96, width: int = 128):
+    """A real photo (scikit-image's astronaut) scaled to a small size, uint8 RGB."""
+    from PIL import Image
+    from skimage import data
+
+    return __import__("numpy").asarray(Image.fromarray(data.astronaut()).resize((width, height), Image.BICUBIC))
+
+
+@pytest.fixture(scope="session")
+def uploaded_images(comfy_server) -> dict[str, str]:
+    """Small photos uploaded to the server's input folder, by role: "photo" (RGB), "second" (another RGB photo of
+    the same size, e.g. a stereo right view) and "mask" (a PNG with alpha, for LoadImageMask-style inputs)."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    photo = small_test_photo()
+    right = np.asarray(Image.fromarray(data.stereo_motorcycle()[1]).resize((128, 96), Image.BICUBIC))
+    rgba = np.dstack([photo, np.where(np.arange(128)[None, :] < 64, 255, 0).repeat(96, 0).astype(np.uint8)])
+    return {
+        "photo": comfy_server.upload_image("depthtoolkit_test_photo.png", png_bytes(photo)),
+        "second": comfy_server.upload_image("depthtoolkit_test_second.png", png_bytes(right)),
+        "mask": comfy_server.upload_image("depthtoolkit_test_rgba.png", png_bytes(rgba)),
+    }
+
+
+SMALL_NETWORK_SIZE = 0 if os.environ.get("DEPTHTOOLKIT_E2E_NATIVE") else 126
+"""Network input size the end-to-end runs use instead of a workflow's own (0: keep the workflow's)."""
+IMAGE_LOADERS = {"LoadImage": "image", "LoadImageMask": "image", "LoadImageOutput": "image"}
+
+
+def prepare_prompt(prompt: dict, object_info: dict, images: dict[str, str]) -> list[str]:
+    """Point a converted workflow at the test inputs, in place: its image loaders at the uploaded test photos
+    (the first loader gets "photo", the next ones "second"; mask loaders the RGBA picture) and every model choice at
+    the test-built checkpoint of the same family. Returns what was changed, for failure messages."""
+    changes = []
+    loaders_seen = 0
+    for node_id, node in sorted(prompt.items(), key=lambda item: int(item[0])):
+        inputs = node["inputs"]
+        field_name = IMAGE_LOADERS.get(node["class_type"])
+        if field_name and isinstance(inputs.get(field_name), str):
+            role = "mask" if node["class_type"] == "LoadImageMask" else ("photo" if loaders_seen == 0 else "second")
+            loaders_seen += 1
+            changes.append(f"{node_id}.{field_name}: {inputs[field_name]} -> {images[role]}")
+            inputs[field_name] = images[role]
+            continue
+        info = object_info.get(node["class_type"], {})
+        specs = {**info.get("input", {}).get("required", {}), **info.get("input", {}).get("optional", {})}
+        for name, value in list(inputs.items()):
+            spec = specs.get(name)
+            if not spec or not isinstance(value, str):
+                continue
+            options = spec[0] if isinstance(spec[0], list) else (spec[1].get("options") if len(spec) > 1 else None)
+            if not options or not (set(options) & (set(KNOWN_FILE_FAMILIES) | set(CHECKPOINT_FAMILIES))):
+                continue  # not a model choice
+            if value in CHECKPOINT_FAMILIES:
+                continue
+            replacement = checkpoint_for_test_run(value)
+            if replacement is None:
+                pytest.skip(f"node {node_id} ({node['class_type']}) needs model {value!r} and no test checkpoint "
+                            f"could be built for it (its family module is missing)")
+            changes.append(f"{node_id}.{name}: {value} -> {replacement}")
+            inputs[name] = replacement
+        if SMALL_NETWORK_SIZE and "custom" in str(specs.get("resolution", "")) and "custom_resolution" in specs:
+            # The network's native size (518 px) costs tens of seconds per image on a shared 2-core CPU with no
+            # benefit for a wiring test: run the network small instead
+            changes.append(f"{node_id}.resolution: {inputs.get('resolution')} -> custom {SMALL_NETWORK_SIZE}")
+            inputs["resolution"] = "custom"
+            inputs["custom_resolution"] = SMALL_NETWORK_SIZE
+    return changes
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv", ".avi"}
+MESH_SUFFIXES = {".glb", ".gltf", ".obj", ".ply", ".stl"}
+
+
+def file_refs(value) -> list[dict]:
+    """Every {filename, subfolder, type} reference inside a ui value, however nested (e.g. {"left": ref})."""
+    if isinstance(value, dict):
+        if isinstance(value.get("filename"), str):
+            return [value]
+        return [ref for item in value.values() for ref in file_refs(item)]
+    if isinstance(value, list):
+        return [ref for item in value for ref in file_refs(item)]
+    return []
+
+
+def output_files(history_outputs: dict) -> dict[str, list[dict]]:
+    """The file references each output node reported, by node id."""
+    return {node_id: file_refs(ui) for node_id, ui in history_outputs.items() if file_refs(ui)}
+
+
+def decode_output(path: Path) -> str:
+    """Open a produced file with a real decoder; returns a short description; raises if it does not decode."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.load()
+            return f"{image.format} {image.size[0]}x{image.size[1]} {image.mode}"
+    if suffix in VIDEO_SUFFIXES:
+        import av
+
+        with av.open(str(path)) as container:
+            frames = sum(1 for _ in container.decode(video=0))
+        assert frames > 0, f"{path.name}: no video frame decodes"
+        return f"video {frames} frames"
+    if suffix in MESH_SUFFIXES:
+        import trimesh
+
+        loaded = trimesh.load(str(path))
+        faces = sum(len(g.faces) for g in loaded.geometry.values()) if hasattr(loaded, "geometry") else len(loaded.faces)
+        assert faces > 0, f"{path.name}: mesh has no faces"
+        return f"mesh {faces} faces"
+    assert path.stat().st_size > 0, f"{path.name} is empty"
+    return f"{path.stat().st_size} bytes"
+
+
+def check_history(server: ComfyServer, prompt: dict, entry: dict) -> dict[str, list[str]]:
+    """Assert a finished prompt succeeded and every output node's files exist and decode; returns what was found."""
+    status = entry.get("status", {})
+    if status.get("status_str") != "success":
+        errors = [message for message in status.get("messages", []) if message[0] == "execution_error"]
+        detail = json.dumps(errors[0][1], indent=1)[:4000] if errors else json.dumps(status)[:2000]
+        raise AssertionError(f"prompt failed: {detail}\n--- server log ---\n{server.log_tail(4000)}")
+    object_info = server.object_info()
+    output_nodes = [node_id for node_id, node in prompt.items()
+                    if object_info.get(node["class_type"], {}).get("output_node")]
+    outputs = entry.get("outputs", {})
+    files = output_files(outputs)
+    found: dict[str, list[str]] = {}
+    for node_id in output_nodes:
+        class_type = prompt[node_id]["class_type"]
+        assert node_id in outputs, f"output node {node_id} ({class_type}) reported nothing; outputs: {list(outputs)}"
+        for ref in files.get(node_id, []):
+            base = {"output": server.output_dir, "temp": server.base_dir / "temp", "input": server.input_dir}[
+                ref.get("type", "output")]
+            path = base / ref.get("subfolder", "") / ref["filename"]
+            assert path.is_file(), f"node {node_id} ({class_type}) reported {path}, which does not exist"
+            found.setdefault(node_id, []).append(f"{ref['filename']}: {decode_output(path)}")
+    assert found or not output_nodes, f"no output node produced a file: {json.dumps(outputs)[:2000]}"
+    return found
+
+
+def load_workflow(path: Path) -> dict:
+    return json.loads(path.read_text())

@@ -1,0 +1,68 @@
+"""Packaging facts that ComfyUI Manager and the Comfy registry rely on."""
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def requirement_names(lines: list[str]) -> list[str]:
+    return [re.split(r"[<>=!~\[; ]", line.strip(), maxsplit=1)[0].lower()
+            for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def test_requirements_never_pin_torch_and_match_pyproject():
+    requirements = (ROOT / "requirements.txt").read_text().splitlines()
+    names = requirement_names(requirements)
+    assert not {"torch", "torchvision", "torchaudio"} & set(names), "ComfyUI owns torch: never list it"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert requirement_names(project["dependencies"]) == names
+    stripped = [line.strip() for line in requirements if line.strip() and not line.startswith("#")]
+    assert project["dependencies"] == stripped
+
+
+def test_pyproject_has_the_registry_fields():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project, comfy = config["project"], config["tool"]["comfy"]
+    assert re.fullmatch(r"[a-z][a-z0-9_.-]{0,99}", project["name"])
+    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"])
+    assert isinstance(project["license"], dict)
+    assert project["urls"]["Repository"].startswith("https://")
+    assert comfy["PublisherId"] and comfy["DisplayName"]
+
+
+def test_layout_has_no_install_script_and_exports_web_directory():
+    assert not (ROOT / "install.py").exists()
+    module = ast.parse((ROOT / "__init__.py").read_text())
+    assigned = {target.id for node in module.body if isinstance(node, ast.Assign) for target in node.targets}
+    functions = {node.name for node in module.body if isinstance(node, ast.AsyncFunctionDef)}
+    assert "WEB_DIRECTORY" in assigned and "comfy_entrypoint" in functions
+    assert "NODE_CLASS_MAPPINGS" not in assigned, "a module with NODE_CLASS_MAPPINGS skips comfy_entrypoint"
+
+
+def test_depth_core_imports_nothing_from_comfyui():
+    comfy_modules = {"comfy", "comfy_api", "comfy_extras", "folder_paths", "nodes", "server", "execution"}
+    offenders = []
+    for path in (ROOT / "depth_core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            offenders += [f"{path.relative_to(ROOT)}: {name}" for name in names
+                          if name.split(".")[0] in comfy_modules]
+    assert offenders == []
+
+
+def test_no_code_is_fetched_or_installed_at_run_time():
+    for path in [*ROOT.glob("depth_core/**/*.py"), *ROOT.glob("nodes/*.py")]:
+        text = path.read_text()
+        assert "torch.hub.load(" not in text, path
+        imported = {alias.name for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        assert not {"subprocess", "pip"} & imported, f"{path}: no package installs at run time"
