@@ -38,6 +38,9 @@ Rect = tuple[int, int, int, int]
 MIN_PATCH_IMAGE_SIDE = 32
 """Images with a shorter side below this get only the whole-image double estimate (no room for patches)."""
 
+MIN_PATCH_FRACTION = 0.5
+"""Patches whose side in input pixels is below this fraction of the receptive field are skipped."""
+
 SPEED_SCALE = 32
 """The R search runs on an edge map this many times smaller than the resolutions it tests (authors' value)."""
 
@@ -193,8 +196,8 @@ def select_patches(image: torch.Tensor, receptive_field: int, factor: float) -> 
 
     half = int(round(receptive_field))  # the authors' base size is 2 receptive fields; patches are half of it
     stride = int(round(half * 0.75))
-    xs = torch.arange(half, width - half, stride, dtype=torch.long)
-    ys = torch.arange(half, height - half, stride, dtype=torch.long)
+    xs = torch.tensor(list(range(half, width - half, stride)), dtype=torch.long)
+    ys = torch.tensor(list(range(half, height - half, stride)), dtype=torch.long)
     if xs.numel() == 0 or ys.numel() == 0:
         return []
     # Column-major grid order, as the authors enumerate it, so equal-sized patches keep their merge order.
@@ -421,7 +424,8 @@ def plan_boost(image: torch.Tensor, receptive_field: int, settings: BoostSetting
             px, py = int(round(x * to_input)), int(round(y * to_input))
             pw, ph = int(round(w * to_input)), int(round(h * to_input))
             pw, ph = min(pw, width - px), min(ph, height - py)
-            if pw >= 2 and ph >= 2:
+            # A patch much smaller than the receptive field in real pixels would only be upsampled: no new detail.
+            if min(pw, ph) >= max(2, receptive_field * MIN_PATCH_FRACTION):
                 patches.append((px, py, pw, ph))
     return BoostPlan(height, width, receptive_field, whole, factor, canvas, patches)
 

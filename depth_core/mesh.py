@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from .camera import DEFAULT_FOV_DEGREES, Pinhole
-from .depth import Depth, distance, match_depth_to_images
-from .image import image_to_uint8, to_rgb
+from .depth import Depth, distance
+from .image import to_rgb
 
 PROJECTIONS = ("perspective", "equirectangular")
 FORMATS = ("glb", "obj", "ply")
@@ -76,6 +76,22 @@ def _sample_positions(size: int, count: int, wrap: bool, device: torch.device) -
     if wrap:
         return torch.arange(count, device=device) * size // count
     return torch.linspace(0, size - 1, count, device=device).round().long()
+
+
+def _depth_at_pixels(depth: Depth, rows: torch.Tensor, cols: torch.Tensor, height: int, width: int) -> Depth:
+    """The depth at the given pixels of a height x width image, [1,rows,cols].
+
+    A depth of another size is sampled bilinearly at those pixel centres, which gives exactly what resizing it to
+    the image (match_depth_to_images) and then picking the pixels would, without building the full-size map.
+    """
+    if depth.size == (height, width):
+        return depth.with_values(depth.values[:, rows][:, :, cols])
+    x = (cols.float() + 0.5) / width * 2.0 - 1.0
+    y = (rows.float() + 0.5) / height * 2.0 - 1.0
+    grid_y, grid_x = torch.meshgrid(y, x, indexing="ij")
+    grid = torch.stack([grid_x, grid_y], dim=-1)[None].to(depth.values.dtype)
+    sampled = F.grid_sample(depth.values[:, None], grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return depth.with_values(sampled[:, 0])
 
 
 def _perspective_rays(camera: Pinhole, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -182,10 +198,11 @@ def depth_to_mesh(
                          "Use a larger image (or upscale it first).")
     if discontinuity_threshold < 0:
         raise ValueError(f"discontinuity_threshold must be 0 (keep every triangle) or more, got {discontinuity_threshold}.")
+    if simplify_to_faces and projection == "equirectangular":
+        raise ValueError("Quadric simplification is only available for perspective meshes; set simplify_to_faces to "
+                         "0 and lower the mesh resolution instead for panoramas.")
     _validate_depth(depth)
     device = torch.device(device)
-    depth = match_depth_to_images(depth.to(device), 1, (height, width))
-    full_distance = distance(depth, near, far)[0].float()
 
     wrap = projection == "equirectangular"
     grid_rows, grid_cols = grid_size(height, width, resolution)
@@ -194,7 +211,9 @@ def depth_to_mesh(
     if wrap:
         # Close the 360 degree seam with a copy of the first column whose u is 1 instead of 0.
         cols = torch.cat([cols, cols[:1]])
-    grid_distance = full_distance[rows][:, cols]
+    # Only the grid's pixels are read from the depth, so a 12 MP photo costs no 12 MP depth work. The relative
+    # depth's near..far range is then spread over the sampled values (nearest vertex at `near`).
+    grid_distance = distance(_depth_at_pixels(depth.to(device), rows, cols, height, width), near, far)[0].float()
     if wrap:
         rays = _sphere_directions(height, width, rows, cols)
     else:
@@ -210,7 +229,7 @@ def depth_to_mesh(
     flat_rays = rays.reshape(-1, 3)
     flat_distance = grid_distance.reshape(-1)
     vertices = flat_rays * flat_distance[:, None]
-    colors = rgb.to(device)[rows][:, cols].reshape(-1, 3)
+    colors = rgb[rows.cpu()][:, cols.cpu()].reshape(-1, 3).to(device)
 
     faces = _grid_faces(grid_rows, grid_cols, device)
     if discontinuity_threshold > 0:
@@ -237,9 +256,6 @@ def depth_to_mesh(
 
     mesh = DepthMesh(vertices.float().cpu(), faces.long().cpu(), uvs.float().cpu(), colors.float().cpu(), rgb)
     if simplify_to_faces:
-        if wrap:
-            raise ValueError("Quadric simplification is only available for perspective meshes; lower the mesh "
-                             "resolution instead for panoramas.")
         mesh = simplify(mesh, simplify_to_faces, Pinhole.from_fov(width, height, fov_degrees))
     return mesh
 
@@ -301,6 +317,11 @@ TEXTURE_PNG_COMPRESS_LEVEL = 1
 (photos barely compress losslessly), which is most of the difference between a 1 s and a 2 s GLB export."""
 
 
+def _to_uint8(values: torch.Tensor) -> np.ndarray:
+    """0..1 floats to rounded uint8, in place on a scratch copy (a 12 MP texture is 36 M values)."""
+    return values.detach().float().mul(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8).cpu().numpy()
+
+
 def _texture_image(mesh: DepthMesh):
     from PIL import Image
 
@@ -312,7 +333,7 @@ def _texture_image(mesh: DepthMesh):
                 params.setdefault("compress_level", TEXTURE_PNG_COMPRESS_LEVEL)
             return super().save(fp, format, **params)
 
-    image = Image.fromarray(image_to_uint8(mesh.texture))
+    image = Image.fromarray(_to_uint8(mesh.texture))
     image.__class__ = FastPngImage
     image.format = "PNG"
     return image
@@ -357,7 +378,7 @@ def mesh_file_contents(mesh: DepthMesh, file_name: str, format: str) -> dict[str
                                        header=None)
         return {file_name: text.encode("utf-8"), **extra_files}
     if format == "ply":
-        colors = np.concatenate([image_to_uint8(mesh.vertex_colors),
+        colors = np.concatenate([_to_uint8(mesh.vertex_colors),
                                  np.full((mesh.vertex_count, 1), 255, np.uint8)], axis=1)
         coloured = trimesh.Trimesh(mesh.vertices.numpy(), mesh.faces.numpy(), vertex_colors=colors, process=False)
         return {file_name: export_ply(coloured, encoding="binary")}

@@ -18,6 +18,7 @@ from .depth import Depth, DepthKind, nearness
 from .progress import ProgressFn, no_progress
 
 CLIP_MODES = ("range", "percentile")
+_PERCENTILE_SAMPLES = 1 << 24
 
 _STATS_SIDE = 256
 """Frames are area-downsampled to at most this side to gather alignment statistics: the fit has 2 unknowns per frame,
@@ -111,6 +112,9 @@ def clip_bounds(unit: torch.Tensor, mode: str, near: float, far: float, per_imag
         high = torch.full((batch, 1, 1), near, dtype=unit.dtype, device=unit.device)
         return low, high
     rows = unit.reshape(batch, -1) if per_image else unit.reshape(1, -1)
+    if rows.shape[1] > _PERCENTILE_SAMPLES:
+        # Sorting a whole video's pixels would need gigabytes; an even 16M-pixel sample pins percentiles to ~1e-4.
+        rows = rows[:, :: -(-rows.shape[1] // _PERCENTILE_SAMPLES)]
     low, high = quantile(rows, far), quantile(rows, near)
     return low.view(-1, 1, 1).expand(batch, 1, 1), high.view(-1, 1, 1).expand(batch, 1, 1)
 

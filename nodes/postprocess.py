@@ -13,6 +13,8 @@ NORMALIZE_OPTIONS = ["per image", "whole batch"]
 METRIC_OPTIONS = ["keep metres", "relative 0..1"]
 HISTOGRAM_KEY = "depthtoolkit_histogram"
 HISTOGRAM_BINS = 256
+PREVIEW_FRAMES = 16
+"""At most this many input frames are previewed, so a long video does not write hundreds of temp PNGs per run."""
 
 
 class ClipRenormalize(io.ComfyNode):
@@ -87,13 +89,16 @@ class ClipRenormalize(io.ComfyNode):
         result = clip_renormalize(value.to(compute_device()), settings, comfy_progress(2))
         out_depth = result.depth.to("cpu")
         picture = to_output_device(result.picture.unsqueeze(-1).expand(-1, -1, -1, 3).contiguous())
+        # Stabilizing clips with one range for the batch, so the preview uses one too.
+        view_per_image = settings.per_image and not (settings.stabilize and value.batch_size > 1)
         histogram = {
-            "counts": nearness_histogram(value, settings.per_image, HISTOGRAM_BINS),
+            "counts": nearness_histogram(value, view_per_image, HISTOGRAM_BINS),
             "near": float(near),
             "far": float(far),
             "mode": mode,
         }
-        preview = ui.PreviewImage(depth_to_image(value.to("cpu"), settings.per_image), cls=cls)
+        unclipped = depth_to_image(value.to("cpu"), view_per_image)[:PREVIEW_FRAMES]
+        preview = ui.PreviewImage(unclipped, cls=cls)
         return io.NodeOutput(out_depth, picture, ui={**preview.as_dict(), HISTOGRAM_KEY: [histogram]})
 
 

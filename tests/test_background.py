@@ -241,7 +241,7 @@ def test_alpha_matting_recovers_the_true_edge_from_a_rough_mask():
     disk = (((yy - 32) ** 2 + (xx - 32) ** 2) < 16 ** 2).float()
     image = torch.stack([0.9 * disk + 0.1, 0.2 + 0.0 * disk, 0.8 - 0.7 * disk], -1)
     rough = bg.grow_mask(disk[None], 3)[0]  # a mask that overshoots the subject by 3 px
-    settings = bg.MaskSettings(threshold=0.5, alpha_matting=True, matting_erode=4)
+    settings = bg.MaskSettings(threshold=0.5, alpha_matting=True, matting_erode=10)
     _, matted = bg.refine_mask(image, rough, settings)
     rough_error = float((rough - disk).abs().mean())
     matted_error = float((matted - disk).abs().mean())

@@ -53,7 +53,7 @@ def aligned_error(estimate: torch.Tensor, truth: torch.Tensor, region: torch.Ten
 def detailed_scene(height: int = 192, width: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(RGB image encoding the nearness, true nearness, detail region): a ramp with checkerboard detail."""
     yy, xx = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
-    checker = ((torch.arange(height) // 4 % 2)[:, None] * (torch.arange(width) // 4 % 2)[None, :]).float()
+    checker = ((torch.arange(height) // 3 % 2)[:, None] * (torch.arange(width) // 3 % 2)[None, :]).float()
     region = (((xx > 0.1) & (xx < 0.4) & (yy > 0.2) & (yy < 0.6)) | ((xx > 0.6) & (yy > 0.5))).float()
     truth = 0.3 + 0.4 * xx + 0.2 * checker * region
     return truth.expand(3, -1, -1).clone(), truth, region
@@ -195,7 +195,7 @@ def test_fit_scale_shift_recovers_known_affine_map():
     scale, shift = B.fit_scale_shift(source, target)
     assert torch.allclose(scale, torch.tensor([2.0, -0.5, 1.0]), atol=1e-5)
     assert torch.allclose(shift, torch.tensor([0.1, 3.0, -2.0]), atol=1e-5)
-    flat_scale, flat_shift = B.fit_scale_shift(torch.ones(1, 5, 5), target[:1])
+    flat_scale, flat_shift = B.fit_scale_shift(torch.ones(1, 20, 30), target[:1])
     assert flat_scale.item() == 0.0 and flat_shift.item() == pytest.approx(target[0].mean().item(), abs=1e-5)
 
 
@@ -310,9 +310,88 @@ def test_pix2pix_checkpoint_in_official_layout_loads_strictly_and_merges(tmp_pat
     image, _, _ = detailed_scene(96, 128)
     depth, report = B.boost_depth(FakeEstimator(), image[None], merger, B.BoostSettings(max_whole_size=256))
     assert torch.isfinite(depth.values).all() and report.merge == "pix2pix"
-    assert report.merge_passes == 1 + report.patches[0]
+    assert report.merge_passes == 1 + 2 * report.patches[0]  # whole image, then per patch: its pair, then the base
 
 
 def test_pix2pix_rejects_a_foreign_state_dict():
     with pytest.raises(ValueError, match="merge network"):
         pix2pix.load_generator({"encoder.weight": torch.zeros(3, 3)})
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The node (real ComfyUI; skipped without COMFYUI_PATH)
+
+
+class TinyDepthNet(torch.nn.Module):
+    """A stand-in network: positive depth from a 3x3 convolution of the image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.softplus(self.conv(x))[:, 0] + 0.5
+
+
+def tiny_model(pack, kind: str):
+    """A DEPTHTOOLKIT_MODEL value around TinyDepthNet with receptive field 64, as LoadDepthModel would return."""
+    import comfy.model_patcher
+
+    base = pack.depth_core.models.base
+    kind = pack.depth_core.depth.DepthKind(kind)
+    preprocess = base.Preprocess(64, 8, "lower_bound", base.IMAGENET_MEAN, base.IMAGENET_STD)
+    card = base.ModelCard(name="tiny", family="test", preprocess=preprocess, output_kind=kind, receptive_field=64)
+    torch.manual_seed(0)
+    network = TinyDepthNet()
+    estimator = pack.depth_core.estimate.DepthEstimator(card, network)
+    patcher = comfy.model_patcher.ModelPatcher(network, load_device=torch.device("cpu"),
+                                               offload_device=torch.device("cpu"))
+    return pack.nodes.depth_estimate.LoadedDepthModel(estimator, patcher)
+
+
+@pytest.fixture()
+def boost_model(pack, tmp_path, monkeypatch):
+    """Model folders pointed at an empty temporary folder (no latest_net_G.pth), and a tiny relative model."""
+    import folder_paths
+
+    extensions = {".pth", ".pt", ".safetensors", ".ckpt", ".bin"}
+    for name in ("depth", "depthanything"):
+        (tmp_path / name).mkdir()
+        monkeypatch.setitem(folder_paths.folder_names_and_paths, name, ([str(tmp_path / name)], extensions))
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path))
+    return tiny_model(pack, "relative_inverse")
+
+
+def test_boost_merge_node_outputs_the_depth_estimate_pair_and_reports_its_merge(pack, boost_model):
+    images = torch.rand(2, 96, 128, 4)  # RGBA is accepted
+    output = pack.nodes.boost.BoostMerge.execute(images=images, depth_model=boost_model, max_whole_size=1600,
+                                                 merge_method="auto", normalize="whole batch")
+    depth, picture, report = output.result
+    assert isinstance(depth, pack.depth_core.depth.Depth)
+    assert depth.values.shape == (2, 96, 128) and depth.kind is pack.depth_core.depth.DepthKind.RELATIVE_INVERSE
+    assert torch.isfinite(depth.values).all()
+    assert picture.shape == (2, 96, 128, 3) and picture.min() == 0 and picture.max() == 1
+    # No latest_net_G.pth in the model folders: auto falls back to the weight-free merge and says so.
+    assert report.startswith("merge: frequency split") and "depth-network passes" in report
+    assert output.ui.as_dict()["text"] == (report,)
+
+
+def test_boost_merge_node_rejects_an_empty_batch(pack, boost_model):
+    with pytest.raises(ValueError, match="empty"):
+        pack.nodes.boost.BoostMerge.execute(images=torch.zeros(0, 8, 8, 3), depth_model=boost_model,
+                                            max_whole_size=1600, merge_method="auto", normalize="per image")
+
+
+def test_boost_merge_node_keeps_metric_depth_in_metres(pack, boost_model):
+    metric = tiny_model(pack, "metric")
+    images = torch.rand(1, 96, 128, 3)
+    depth, picture, _ = pack.nodes.boost.BoostMerge.execute(images=images, depth_model=metric, max_whole_size=512,
+                                                            merge_method="frequency split",
+                                                            normalize="per image").result
+    native = metric.estimator.infer(images.permute(0, 3, 1, 2), 64)
+    assert depth.kind is pack.depth_core.depth.DepthKind.METRIC
+    assert (depth.values / native).median().item() == pytest.approx(1.0, abs=0.05)
+    # Near = white in the picture: the nearest metric pixel is the brightest.
+    nearest = depth.values[0].flatten().argmin()
+    assert picture[0, ..., 0].flatten()[nearest] == 1.0

@@ -236,6 +236,20 @@ def test_depth_of_another_size_is_resized_to_the_image():
     assert torch.allclose(mesh.vertices[:, 2], torch.tensor(-2.5))
 
 
+@pytest.mark.parametrize("depth_size", [(5, 6), (30, 44)])
+def test_sampling_a_depth_of_another_size_equals_resizing_it_first(depth_size):
+    from depth_core.depth import match_depth_to_images
+
+    torch.manual_seed(3)
+    depth = metric(1.0 + torch.rand(depth_size))
+    image = torch.rand(12, 16, 3)
+    resized = match_depth_to_images(depth, 1, (12, 16))
+    for resolution in (0, 7):
+        direct = depth_to_mesh(image, depth, resolution=resolution, discontinuity_threshold=0)
+        reference = depth_to_mesh(image, resized, resolution=resolution, discontinuity_threshold=0)
+        assert torch.allclose(direct.vertices, reference.vertices, atol=1e-5)
+
+
 def test_depth_batch_and_bad_options_are_clear_errors():
     two = Depth(torch.rand(2, 4, 4), DepthKind.RELATIVE_INVERSE)
     with pytest.raises(ValueError, match="one depth map"):

@@ -144,9 +144,10 @@ def test_orientation_and_green_convention():
 def test_strength_scales_slopes():
     camera = Pinhole.from_fov(24, 24, 50.0)
     tilted = Depth(plane(camera, unit((0.5, 0.0, 1.0))).float()[None], DepthKind.METRIC)
-    flat = decode(normal_map(tilted, strength=0.0)[0])
+    flat = decode(normal_map(tilted, fov_degrees=50.0, strength=0.0)[0])
     assert torch.allclose(flat, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand_as(flat), atol=1e-6)
-    angle = {s: float(torch.rad2deg(torch.acos(decode(normal_map(tilted, strength=s)[0])[..., 2])).mean())
+    angle = {s: float(torch.rad2deg(torch.acos(decode(normal_map(tilted, fov_degrees=50.0, strength=s)[0])[..., 2]))
+                      .mean())
              for s in (0.5, 1.0, 2.0)}
     assert angle[0.5] < angle[1.0] < angle[2.0]
     assert angle[1.0] == pytest.approx(math.degrees(math.atan(0.5)), abs=0.1)

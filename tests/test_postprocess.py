@@ -60,6 +60,16 @@ def test_quantile_matches_numpy_linear_interpolation():
         assert np.allclose(quantile(values, q).numpy(), np.percentile(values.numpy(), q * 100, axis=1))
 
 
+def test_large_batches_take_percentiles_from_a_sample(monkeypatch):
+    import depth_core.postprocess as postprocess
+
+    monkeypatch.setattr(postprocess, "_PERCENTILE_SAMPLES", 5000)
+    unit = torch.rand(4, 100, 100, generator=torch.Generator().manual_seed(2))
+    low, high = postprocess.clip_bounds(unit, "percentile", 0.9, 0.1, per_image=False)
+    exact = np.percentile(unit.numpy(), [10, 90])
+    assert float(low[0]) == pytest.approx(exact[0], abs=0.01) and float(high[3]) == pytest.approx(exact[1], abs=0.01)
+
+
 def test_invert_affects_picture_not_depth():
     depth = relative(ramp())
     plain = clip_renormalize(depth)

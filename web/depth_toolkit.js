@@ -65,7 +65,9 @@ app.registerExtension({
       chainCallback(nodeType.prototype, "onExecuted", function (output) {
         const histogram = output?.depthtoolkit_histogram?.[0];
         const image = output?.images?.[0];
-        if (histogram) this.depthtoolkitPreview?.show(histogram, image);
+        if (!histogram || !this.depthtoolkitPreview) return;
+        this.depthtoolkitPreview.element.dataset.nodeId = String(this.id);
+        this.depthtoolkitPreview.show(histogram, image);
       });
     }
     if (STEREO_NODES.has(nodeData.name)) {
@@ -77,7 +79,9 @@ app.registerExtension({
       });
       chainCallback(nodeType.prototype, "onExecuted", function (output) {
         const pair = output?.depthtoolkit_stereo?.[0];
-        if (pair) this.depthtoolkitPreview?.show(pair);
+        if (!pair || !this.depthtoolkitPreview) return;
+        this.depthtoolkitPreview.element.dataset.nodeId = String(this.id);
+        this.depthtoolkitPreview.show(pair);
       });
     }
   },

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ..camera import Pinhole
 from ..depth import Depth, distance as depth_distance
 from ..progress import ProgressFn, no_progress
-from .layers import LayeredDepthImage, build_layered_depth_image, Inpainter
+from .layers import DEFAULT_RELATIVE_THRESHOLD, Inpainter, LayeredDepthImage, build_layered_depth_image
 from .mesh import LayeredMesh, layered_mesh, write_mesh, core_mesh_arrays
 from .paths import PATH_NAMES, CameraPath, camera_path
 from .render import Mesh, render_frame
@@ -39,13 +39,15 @@ def photo_distance(depth: Depth, index: int = 0) -> torch.Tensor:
 
 def build_photo3d(image: torch.Tensor, distance: torch.Tensor, camera: Pinhole,
                   band_fraction: float = DEFAULT_BAND_FRACTION, border_fraction: float = DEFAULT_BORDER_FRACTION,
-                  sharpen_iterations: int = 2, inpainter: Inpainter | None = None) -> tuple[LayeredDepthImage, LayeredMesh]:
+                  sharpen_iterations: int = 2, relative_threshold: float = DEFAULT_RELATIVE_THRESHOLD,
+                  inpainter: Inpainter | None = None) -> tuple[LayeredDepthImage, LayeredMesh]:
     """image [3,H,W] 0..1 and distance [H,W] -> the layered depth image and its mesh."""
     longer = max(image.shape[-2:])
     band = max(2, round(band_fraction * longer))
     border = max(0, round(border_fraction * longer))
     ldi = build_layered_depth_image(image, distance, camera, band, border=border,
-                                    sharpen_iterations=sharpen_iterations, inpainter=inpainter)
+                                    sharpen_iterations=sharpen_iterations, relative_threshold=relative_threshold,
+                                    inpainter=inpainter)
     return ldi, layered_mesh(ldi)
 
 

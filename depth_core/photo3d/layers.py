@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..camera import Pinhole
 from .inpaint import nearest_source_fill
 
-DEFAULT_RELATIVE_THRESHOLD = 0.04
+DEFAULT_RELATIVE_THRESHOLD = 0.1
 """Discontinuity threshold as a fraction of the image's robust log-depth range (see `discontinuity_threshold`)."""
 
 MINIMUM_THRESHOLD = 0.02

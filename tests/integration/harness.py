@@ -12,6 +12,7 @@ Environment:
   (for developing the harness against stub nodes; never needed in CI).
 - DEPTHTOOLKIT_WORKFLOW_DIR: run the workflows of another folder instead of workflows/ (development).
 - DEPTHTOOLKIT_E2E_NATIVE: run depth networks at the workflows' own resolution (default: a small 126 px, fast).
+- DEPTH_TOOLKIT_CACHE: where the test-built checkpoints are kept between runs (default ~/.cache/depth-toolkit).
 - DEPTHTOOLKIT_KEEP_SERVER_DIR: keep the server's base directory (and its log) after the session.
 """
 from __future__ import annotations
@@ -43,6 +44,13 @@ NO_COMFYUI_REASON = (
     "COMFYUI_PATH is not set: point it at a ComfyUI checkout whose requirements are installed to run the "
     "end-to-end tests against a real ComfyUI server."
 )
+
+
+def is_widget_spec(spec: list) -> bool:
+    """Whether an /object_info input spec is shown as a widget (else it is a socket)."""
+    from ui_to_api import is_widget
+
+    return is_widget(spec[0], spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {})
 
 
 def workflow_paths() -> list[Path]:
@@ -149,70 +157,93 @@ KNOWN_FILE_FAMILIES: dict[str, str] = {}
 """Family module of every known release file name (built or not), by file name."""
 DEPTH_NETWORK_FILES: set[str] = set()
 """Test-built checkpoints that are depth networks (not helper networks such as the boost merge net)."""
+HELPER_NETWORK_FILES: set[str] = set()
+"""Known files of helper networks (no model card)."""
+TEST_DEPTH_NETWORK = "depth_anything_v2_vits.pth"
+"""The depth network every workflow runs with: the smallest one (25 M parameters, 100 MB in fp32)."""
+CHECKPOINT_CACHE = Path(os.environ.get("DEPTH_TOOLKIT_CACHE", Path.home() / ".cache" / "depth-toolkit")) / "e2e-models"
 
 
 def checkpoint_for_test_run(value: str) -> str | None:
-    """The test-built checkpoint to use where a workflow names the model file `value`: the one of the same family,
-    else any depth network; None when no checkpoint was built."""
-    family = KNOWN_FILE_FAMILIES.get(value)
-    same_family = [name for name, owner in CHECKPOINT_FAMILIES.items() if owner == family]
-    if same_family:
-        return same_family[0]
+    """The test-built checkpoint to use where a workflow names the model file `value`: a helper network (card-less,
+    e.g. the boost merge net) keeps its own file; any depth network becomes the small test depth network."""
+    if value in CHECKPOINT_FAMILIES:
+        return value
+    if value in HELPER_NETWORK_FILES:
+        return None
     return next(iter(sorted(DEPTH_NETWORK_FILES)), None)
 
 
-def build_test_checkpoints(models_dir: Path) -> dict[str, Path]:
-    """Random-weight checkpoints in the official key layout, one for the smallest known model of each family
-    (the pack's loader recognises a file by its keys, so these exercise the real loading path).
-
-    Families whose module does not exist yet are left out; workflows that need them then fail with a clear
-    message from the loader node."""
+def _known_models() -> list[tuple[str, object, object]]:
+    """(family module name, family module, KnownModel) for every model the pack knows."""
     import importlib
     import pkgutil
 
-    import torch
-
     import depth_core.models as families  # importable: tests/conftest.py puts the repository root on sys.path
-    built: dict[str, Path] = {}
-    models_dir.mkdir(parents=True, exist_ok=True)
+
+    found = []
     for module_info in pkgutil.iter_modules(families.__path__):
         if module_info.name.startswith("_") or module_info.name in ("base", "registry"):
             continue
         module = importlib.import_module(f"depth_core.models.{module_info.name}")
-        known = getattr(module, "KNOWN_MODELS", None) or getattr(module, "PRESETS", None)
-        build = getattr(module, "build", None)
-        if not known or build is None or not hasattr(known[0], "filename"):
+        if getattr(module, "build", None) is None:
             continue
-        for entry in _smallest_first(known, build)[:1]:
+        for entry in getattr(module, "KNOWN_MODELS", None) or []:
+            found.append((module_info.name, module, entry))
+    return found
+
+
+def _referenced_strings(paths: list[Path]) -> set[str]:
+    names = set()
+    for path in paths:
+        for node in json.loads(path.read_text()).get("nodes", []):
+            values = node.get("widgets_values") or []
+            names.update(v for v in (values.values() if isinstance(values, dict) else values) if isinstance(v, str))
+    return names
+
+
+def build_test_checkpoints(models_dir: Path, workflows: list[Path]) -> dict[str, Path]:
+    """Random-weight checkpoints in the official key layout (the pack's loader recognises a file by its keys, so
+    these go through the real loading path): the small test depth network, plus each helper network (no model card,
+    e.g. the boost merge net) that a workflow names. Built once per family source and kept in CHECKPOINT_CACHE."""
+    import hashlib
+    import inspect
+
+    import torch
+
+    known = _known_models()
+    referenced = _referenced_strings(workflows)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    built: dict[str, Path] = {}
+    for family, module, entry in known:
+        KNOWN_FILE_FAMILIES[entry.filename] = family
+        is_depth_network = getattr(entry, "card", None) is not None
+        if not is_depth_network:
+            HELPER_NETWORK_FILES.add(entry.filename)
+        if not ((is_depth_network and entry.filename == TEST_DEPTH_NETWORK) or
+                (not is_depth_network and entry.filename in referenced)):
+            continue
+        source = inspect.getsource(module).encode() + repr(entry.config).encode()
+        cached = CHECKPOINT_CACHE / hashlib.sha256(source).hexdigest()[:16] / entry.filename
+        if not cached.is_file():
             torch.manual_seed(0)
-            network = build(entry.config)
-            path = models_dir / entry.filename
-            # The official releases are plain state dicts saved with torch.save (.pth) or safetensors
-            if path.suffix == ".safetensors":
+            network = module.build(entry.config)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_name(cached.name + ".partial")
+            # The official releases are plain state dicts saved with torch.save (.pth/.pt) or safetensors
+            if cached.suffix == ".safetensors":
                 from safetensors.torch import save_file
-                save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(path))
+                save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(partial))
             else:
-                torch.save(network.state_dict(), path)
-            built[entry.filename] = path
-            CHECKPOINT_FAMILIES[entry.filename] = module_info.name
-            if getattr(entry, "card", None) is not None:
-                DEPTH_NETWORK_FILES.add(entry.filename)
-        for entry in known:
-            KNOWN_FILE_FAMILIES[entry.filename] = module_info.name
+                torch.save(network.state_dict(), partial)
+            os.replace(partial, cached)
+        path = models_dir / entry.filename
+        path.symlink_to(cached)
+        built[entry.filename] = path
+        CHECKPOINT_FAMILIES[entry.filename] = family
+        if is_depth_network:
+            DEPTH_NETWORK_FILES.add(entry.filename)
     return built
-
-
-def _smallest_first(known: list, build) -> list:
-    """Known models ordered by their size on disk where the module says, else by name hints."""
-    order = {"vits": 0, "small": 0, "s": 0, "vitb": 1, "base": 1, "vitl": 2, "large": 2, "vitg": 3, "giant": 3}
-
-    def size(entry) -> tuple:
-        if getattr(entry, "size_bytes", None):
-            return (entry.size_bytes, entry.filename)
-        hint = min((rank for key, rank in order.items() if f"_{key}" in entry.filename.lower()), default=5)
-        return (float("inf") if hint == 5 else hint, entry.filename)
-
-    return sorted(known, key=size)
 
 
 def _start_server(base_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
@@ -261,7 +292,7 @@ def comfy_server(tmp_path_factory) -> ComfyServer:
     for extra in filter(None, os.environ.get("DEPTHTOOLKIT_EXTRA_CUSTOM_NODES", "").split(os.pathsep)):
         extra_path = Path(extra).resolve()
         (base_dir / "custom_nodes" / extra_path.name).symlink_to(extra_path, target_is_directory=extra_path.is_dir())
-    checkpoints = build_test_checkpoints(base_dir / "models" / "depth")
+    checkpoints = build_test_checkpoints(base_dir / "models" / "depth", workflow_paths())
 
     log_path = base_dir / "comfyui.log"
     process = _start_server(base_dir, free_port(), log_path)
@@ -330,10 +361,10 @@ SMALL_NETWORK_SIZE = 0 if os.environ.get("DEPTHTOOLKIT_E2E_NATIVE") else 126
 IMAGE_LOADERS = {"LoadImage": "image", "LoadImageMask": "image", "LoadImageOutput": "image"}
 
 
-def prepare_prompt(prompt: dict, object_info: dict, images: dict[str, str]) -> list[str]:
+def prepare_prompt(prompt: dict, object_info: dict, images: dict[str, str]) -> list[tuple[str, str, object]]:
     """Point a converted workflow at the test inputs, in place: its image loaders at the uploaded test photos
     (the first loader gets "photo", the next ones "second"; mask loaders the RGBA picture) and every model choice at
-    the test-built checkpoint of the same family. Returns what was changed, for failure messages."""
+    the test-built checkpoint of the same family. Returns the changes as (node id, input name, new value)."""
     changes = []
     loaders_seen = 0
     for node_id, node in sorted(prompt.items(), key=lambda item: int(item[0])):
@@ -342,7 +373,7 @@ def prepare_prompt(prompt: dict, object_info: dict, images: dict[str, str]) -> l
         if field_name and isinstance(inputs.get(field_name), str):
             role = "mask" if node["class_type"] == "LoadImageMask" else ("photo" if loaders_seen == 0 else "second")
             loaders_seen += 1
-            changes.append(f"{node_id}.{field_name}: {inputs[field_name]} -> {images[role]}")
+            changes.append((node_id, field_name, images[role]))
             inputs[field_name] = images[role]
             continue
         info = object_info.get(node["class_type"], {})
@@ -354,18 +385,18 @@ def prepare_prompt(prompt: dict, object_info: dict, images: dict[str, str]) -> l
             options = spec[0] if isinstance(spec[0], list) else (spec[1].get("options") if len(spec) > 1 else None)
             if not options or not (set(options) & (set(KNOWN_FILE_FAMILIES) | set(CHECKPOINT_FAMILIES))):
                 continue  # not a model choice
-            if value in CHECKPOINT_FAMILIES:
-                continue
             replacement = checkpoint_for_test_run(value)
+            if replacement == value:
+                continue
             if replacement is None:
                 pytest.skip(f"node {node_id} ({node['class_type']}) needs model {value!r} and no test checkpoint "
                             f"could be built for it (its family module is missing)")
-            changes.append(f"{node_id}.{name}: {value} -> {replacement}")
+            changes.append((node_id, name, replacement))
             inputs[name] = replacement
         if SMALL_NETWORK_SIZE and "custom" in str(specs.get("resolution", "")) and "custom_resolution" in specs:
             # The network's native size (518 px) costs tens of seconds per image on a shared 2-core CPU with no
             # benefit for a wiring test: run the network small instead
-            changes.append(f"{node_id}.resolution: {inputs.get('resolution')} -> custom {SMALL_NETWORK_SIZE}")
+            changes += [(node_id, "resolution", "custom"), (node_id, "custom_resolution", SMALL_NETWORK_SIZE)]
             inputs["resolution"] = "custom"
             inputs["custom_resolution"] = SMALL_NETWORK_SIZE
     return changes
@@ -447,3 +478,106 @@ def check_history(server: ComfyServer, prompt: dict, entry: dict) -> dict[str, l
 
 def load_workflow(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+CHROMIUM = os.environ.get("DEPTHTOOLKIT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+FRONTEND_SETTINGS = {
+    "Comfy.TutorialCompleted": True,  # else the template browser opens over the canvas on the first visit
+    "Comfy.Minimap.Visible": False,
+}
+
+
+@pytest.fixture(scope="session")
+def browser(comfy_server):
+    """Headless Debian Chromium driven by Playwright (never Playwright's own browser download)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("Playwright for Python is not installed (pip install playwright; its browser download is not "
+                    "needed: the tests drive Debian's chromium)")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set DEPTHTOOLKIT_CHROMIUM)")
+    for key, value in FRONTEND_SETTINGS.items():
+        comfy_server.request(f"/settings/{key}", json.dumps(value).encode(), {"Content-Type": "application/json"})
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir(tmp_path_factory) -> Path:
+    folder = os.environ.get("DEPTHTOOLKIT_SCREENSHOT_DIR")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class EditorPage:
+    """The ComfyUI editor in a browser tab, with what the tests do in it."""
+
+    def __init__(self, page, server: ComfyServer):
+        self.page = page
+        self.server = server
+        self.console_errors: list[str] = []
+        page.on("pageerror", lambda error: self.console_errors.append(f"page error: {error}"))
+        page.goto(server.url + "/")
+        page.wait_for_function("() => window.app && window.app.graph && window.app.vueAppReady === true",
+                               timeout=90_000)
+        page.evaluate("""() => {
+            window.__depthtoolkitEvents = [];
+            const api = window.comfyAPI.api.api;
+            for (const type of ["execution_success", "execution_error", "execution_interrupted"]) {
+                api.addEventListener(type, (event) => window.__depthtoolkitEvents.push(
+                    {type, prompt_id: event.detail?.prompt_id, detail: JSON.stringify(event.detail).slice(0, 3000)}));
+            }
+        }""")
+
+    def load(self, workflow: dict) -> None:
+        self.page.evaluate("async (workflow) => { await window.app.loadGraphData(workflow); }", workflow)
+        self.page.wait_for_timeout(300)
+
+    def node_report(self) -> list[dict]:
+        return self.page.evaluate("""() => window.app.graph._nodes.map((node) => ({
+            id: node.id, type: node.type,
+            registered: Boolean(LiteGraph.registered_node_types[node.type]),
+            has_errors: Boolean(node.has_errors),
+        }))""")
+
+    def api_prompt(self) -> dict:
+        return self.page.evaluate("async () => (await window.app.graphToPrompt()).output")
+
+    def set_widget(self, node_id, name: str, value) -> None:
+        found = self.page.evaluate("""([id, name, value]) => {
+            const node = window.app.graph.getNodeById(Number(id));
+            const widget = node?.widgets?.find((w) => w.name === name);
+            if (!widget) return false;
+            widget.value = value;
+            widget.callback?.(value);
+            return true;
+        }""", [node_id, name, value])
+        assert found, f"node {node_id} has no widget {name!r} in the editor"
+
+    def queue_and_wait(self, timeout_s: float = 300) -> dict:
+        """Queue the loaded graph as the Run button does and wait for its end; returns the final event."""
+        before = self.page.evaluate("() => window.__depthtoolkitEvents.length")
+        self.page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+        errors = self.page.evaluate("() => window.app.lastNodeErrors")
+        assert not errors, f"the server refused the prompt queued from the editor: {json.dumps(errors)[:3000]}"
+        self.page.wait_for_function(f"() => window.__depthtoolkitEvents.length > {before}", timeout=timeout_s * 1000)
+        return self.page.evaluate(f"() => window.__depthtoolkitEvents[{before}]")
+
+    def fit_view(self) -> None:
+        self.page.evaluate("() => window.app.extensionManager.command.execute('Comfy.Canvas.FitView')")
+        self.page.wait_for_timeout(300)
+
+
+@pytest.fixture(scope="session")
+def editor(browser, comfy_server) -> EditorPage:
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    yield EditorPage(page, comfy_server)
+    page.close()

@@ -1,0 +1,197 @@
+"""Command line: depth maps and their derived pictures for files or folders, without ComfyUI.
+
+    python -m depth_core                         # weight-free demo on the Middlebury pair shipped by scikit-image
+    python -m depth_core photo.jpg photos/ --model depth_anything_v2_vits.pth --out out/
+    python -m depth_core photo.jpg --depth photo_depth.png --outputs sbs,anaglyph,mesh
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .depth import Depth, DepthKind, match_depth_to_images
+from .image import image_to_uint8, numpy_to_image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+ALL_OUTPUTS = ("depth", "normal", "sbs", "anaglyph", "mesh")
+DEFAULT_OUTPUTS = "depth,normal,sbs,anaglyph"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m depth_core",
+        description="Depth maps and what they make possible (16-bit depth PNG, normal map, stereo side-by-side, "
+                    "anaglyph, textured mesh). With no input, runs the weight-free pipeline on the real Middlebury "
+                    "stereo pair shipped by scikit-image (left photo + its ground-truth disparity).")
+    parser.add_argument("inputs", nargs="*", type=Path, help="image files or folders of images")
+    parser.add_argument("--model", help="depth model: a known file name (e.g. depth_anything_v2_vits.pth) or a "
+                                        "checkpoint path; downloaded into --models-dir when missing")
+    parser.add_argument("--depth", type=Path, help="use this depth map (PNG/EXR/NPY, near = bright) instead of a "
+                                                   "model; only with a single input image")
+    parser.add_argument("--models-dir", type=Path, default=Path(os.environ.get("DEPTH_TOOLKIT_MODELS", "models/depth")),
+                        help="where model files are looked for and downloaded to (default: models/depth, or "
+                             "$DEPTH_TOOLKIT_MODELS)")
+    parser.add_argument("--no-download", action="store_true", help="never download a missing model")
+    parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
+    parser.add_argument("--outputs", default=DEFAULT_OUTPUTS,
+                        help=f"comma-separated subset of {','.join(ALL_OUTPUTS)} (default: {DEFAULT_OUTPUTS})")
+    parser.add_argument("--resolution", default="native",
+                        help="network input size: native, match, or a number (default: native)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: auto)")
+    parser.add_argument("--divergence", type=float, default=2.5, help="stereo strength, %% of width (default 2.5)")
+    args = parser.parse_args(argv)
+    args.outputs = [name.strip() for name in args.outputs.split(",") if name.strip()]
+    unknown = sorted(set(args.outputs) - set(ALL_OUTPUTS))
+    if unknown:
+        parser.error(f"unknown output(s) {', '.join(unknown)}; choose from {', '.join(ALL_OUTPUTS)}")
+    if args.inputs and not (args.model or args.depth):
+        parser.error("give --model (a depth network) or --depth (a depth map) for your images")
+    if args.depth and len(args.inputs) != 1:
+        parser.error("--depth needs exactly one input image")
+    return args
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def list_images(inputs: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            files += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise SystemExit(f"error: {item} does not exist")
+    if not files:
+        raise SystemExit("error: no images found in the given inputs")
+    return files
+
+
+def read_image(path: Path) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return numpy_to_image(np.asarray(image.convert("RGB")))
+
+
+def write_png(path: Path, image: torch.Tensor) -> Path:
+    from PIL import Image
+
+    partial = path.with_name(path.name + ".part")
+    Image.fromarray(image_to_uint8(image)).save(partial, format="PNG")
+    os.replace(partial, path)
+    return path
+
+
+def load_estimator(args: argparse.Namespace):
+    from .loading import ensure_model_file
+    from .models.registry import build_estimator, known_models
+
+    candidate = Path(args.model)
+    if candidate.is_file():
+        path = candidate
+    elif args.model in known_models():
+        path = ensure_model_file(known_models()[args.model], [args.models_dir], args.models_dir,
+                                 allow_download=not args.no_download, progress=print_progress("download"))
+    else:
+        raise SystemExit(f"error: {args.model} is neither a file nor a known model ({', '.join(known_models())})")
+    device = pick_device(args.device)
+    return build_estimator(path, device=device)
+
+
+def print_progress(label: str) -> Callable[[int, int], None]:
+    def report(done: int, total: int) -> None:
+        if total and (done == total or done % max(1, total // 20) == 0):
+            print(f"\r{label}: {100 * done // total:3d}%", end="\n" if done == total else "", flush=True)
+
+    return report
+
+
+def write_outputs(stem: str, image: torch.Tensor, depth: Depth, args: argparse.Namespace) -> list[Path]:
+    """Every requested output for one image [1,H,W,3] and its depth."""
+    from .anaglyph import anaglyph
+    from .depth_io import save_depth_png16
+    from .mesh import depth_to_mesh, save_mesh
+    from .normals import normal_map
+    from .stereo import StereoSettings, compose_layout, stereo_pair
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    depth = match_depth_to_images(depth, 1, tuple(image.shape[1:3]))
+    written: list[Path] = []
+    if "depth" in args.outputs:
+        written.append(save_depth_png16(args.out / f"{stem}_depth.png", depth))
+    if "normal" in args.outputs:
+        written.append(write_png(args.out / f"{stem}_normal.png", normal_map(depth)[0]))
+    if "sbs" in args.outputs or "anaglyph" in args.outputs:
+        left, right = stereo_pair(image.permute(0, 3, 1, 2), depth, StereoSettings(divergence=args.divergence))
+        left_view, right_view = left.images.permute(0, 2, 3, 1), right.images.permute(0, 2, 3, 1)
+        if "sbs" in args.outputs:
+            written.append(write_png(args.out / f"{stem}_sbs.png", compose_layout(left_view, right_view, "side-by-side")[0]))
+        if "anaglyph" in args.outputs:
+            written.append(write_png(args.out / f"{stem}_anaglyph.png", anaglyph(left_view, right_view)[0]))
+    if "mesh" in args.outputs:
+        mesh = depth_to_mesh(image[0], depth)
+        written.append(Path(save_mesh(mesh, args.out / f"{stem}_mesh.glb")[0]))
+    return written
+
+
+def stereo_demo() -> tuple[torch.Tensor, Depth, torch.Tensor]:
+    """The Middlebury motorcycle: left photo, its ground-truth disparity as depth, and the real right photo."""
+    from skimage import data
+
+    from .stereo import fill_invalid_along_rows
+
+    left, right, disparity = data.stereo_motorcycle()
+    filled = fill_invalid_along_rows(torch.from_numpy(np.asarray(disparity, dtype=np.float32))[None])
+    return numpy_to_image(left), Depth(filled, DepthKind.RELATIVE_INVERSE, "middlebury ground truth"), \
+        numpy_to_image(right)
+
+
+def right_view_psnr(left: torch.Tensor, disparity: torch.Tensor, right: torch.Tensor) -> float:
+    """PSNR (uint8, all pixels) of the right view synthesized from the left photo and its disparity."""
+    from .stereo import warp_by_disparity
+
+    synthesized = warp_by_disparity(left.permute(0, 3, 1, 2), disparity, "right").images.permute(0, 2, 3, 1)
+    error = (torch.from_numpy(image_to_uint8(synthesized[0])).float()
+             - torch.from_numpy(image_to_uint8(right[0])).float()).pow(2).mean()
+    return float(10 * torch.log10(255.0 ** 2 / error))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.inputs:
+        left, depth, right = stereo_demo()
+        print(f"demo: Middlebury motorcycle {left.shape[2]}x{left.shape[1]}, ground-truth disparity as depth")
+        print(f"demo: right view synthesized from the left photo: {right_view_psnr(left, depth.values, right):.2f} dB "
+              "PSNR against the real right photo")
+        for path in write_outputs("motorcycle", left, depth, args):
+            print(f"wrote {path}")
+        return 0
+    estimator = None if args.depth else load_estimator(args)
+    resolution = {"native": None, "match": "match"}.get(args.resolution) or \
+        (int(args.resolution) if args.resolution.isdigit() else None)
+    for path in list_images(args.inputs):
+        image = read_image(path)
+        if args.depth:
+            from .depth_io import load_depth
+
+            depth = load_depth(args.depth)
+        else:
+            depth = estimator.predict(image, resolution)
+        for written in write_outputs(path.stem, image, depth, args):
+            print(f"wrote {written}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

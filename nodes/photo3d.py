@@ -1,0 +1,167 @@
+"""DepthToolkit.InpaintedMeshVideo: one photo + depth -> layered, inpainted 3D mesh and a camera-move video, headless."""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+
+import torch
+from comfy_api.latest import InputImpl, Types, io, ui
+
+import folder_paths
+
+from ..depth_core.camera import DEFAULT_FOV_DEGREES, Pinhole
+from ..depth_core.depth import match_depth_to_images
+from ..depth_core.image import to_rgb
+from ..depth_core.photo3d import (DEFAULT_BAND_FRACTION, DEFAULT_RELATIVE_THRESHOLD, PATH_NAMES, build_photo3d,
+                                  camera_path, core_mesh_arrays, photo_distance, render_path, write_mesh)
+from ..depth_core.photo3d.video import write_video
+from ._common import CATEGORY, comfy_progress, compute_device, depth_input, read_depth, to_output_device
+
+NETWORK_FILES = ("edge-model.pth", "depth-model.pth", "color-model.pth")
+"""The three networks of Shih et al. 2020 (3d-photo-inpainting), used for the hidden band when all are present."""
+
+
+def find_inpainting_networks() -> tuple[str, str, str] | None:
+    paths = []
+    for name in NETWORK_FILES:
+        try:
+            path = folder_paths.get_full_path("depth", name)
+        except Exception:  # folder not registered in this ComfyUI: no networks
+            path = None
+        if path is None:
+            return None
+        paths.append(path)
+    return tuple(paths)
+
+
+def _save_paths(filename_prefix: str, width: int, height: int) -> tuple[str, str, int, str]:
+    try:
+        return folder_paths.get_save_image_path(filename_prefix, folder_paths.get_output_directory(), width, height)[:4]
+    except OSError as error:
+        raise ValueError(f"Cannot use the output folder for filename_prefix {filename_prefix!r}: "
+                         f"{error.strerror or error}. Choose another filename_prefix.") from error
+
+
+class InpaintedMeshVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DepthToolkit.InpaintedMeshVideo",
+            display_name="3D Photo (Inpainted Mesh Video)",
+            category=f"{CATEGORY}/3d",
+            description=(
+                "Turns a photo and its depth into a layered 3D photo: the picture is cut at depth edges and the "
+                "background behind every foreground edge is extended and inpainted (from the background only), so a "
+                "moving camera sees plausible background instead of stretched pixels. Renders a camera-move video "
+                "in torch (no OpenGL, works headless, CPU or GPU), writes the mesh (PLY compatible with the old "
+                "depthmap extension, or GLB/OBJ) and outputs the frames, a VIDEO for Save Video and a MESH."
+            ),
+            is_output_node=True,
+            inputs=[
+                io.Image.Input("image", tooltip="The photo to turn into a 3D photo. A batch makes one mesh per image "
+                                                "and one video with all their clips in order."),
+                depth_input(),
+                io.Combo.Input("path", options=list(PATH_NAMES), default="circle",
+                               tooltip="Camera move. circle: loops around the view; swing: side to side; double "
+                                       "straight line: from -translate to +translate through the photo's view; "
+                                       "straight line: from the photo's view to +translate; zoom in: moves into the "
+                                       "scene; dolly zoom: moves back while zooming so the subject at the image "
+                                       "centre keeps its size."),
+                io.Int.Input("frames", default=90, min=1, max=2000,
+                             tooltip="Number of frames of the video (1 renders just the first pose)."),
+                io.Float.Input("fps", default=30.0, min=1.0, max=120.0, step=1.0,
+                               tooltip="Frames per second of the video (90 frames at 30 fps = 3 s)."),
+                io.Float.Input("translate_x", default=0.04, min=-1.0, max=1.0, step=0.005,
+                               tooltip="Sideways camera move, as a fraction of the distance to the subject at the "
+                                       "image centre (0.04 = 4 %). Larger shows more parallax and more inpainting."),
+                io.Float.Input("translate_y", default=0.02, min=-1.0, max=1.0, step=0.005,
+                               tooltip="Vertical camera move, as a fraction of the subject distance."),
+                io.Float.Input("translate_z", default=0.05, min=-1.0, max=1.0, step=0.005,
+                               tooltip="Forward/backward camera move, as a fraction of the subject distance "
+                                       "(zoom in and dolly zoom use its size)."),
+                io.Float.Input("crop", default=0.0, min=0.0, max=0.4, step=0.01,
+                               tooltip="Fraction cut from every border of the frames, to hide stretched borders on "
+                                       "large moves. 0 keeps the photo's full framing."),
+                io.Int.Input("supersampling", default=2, min=1, max=4,
+                             tooltip="Anti-aliasing: renders at this many times the size and averages. 2 is smooth; "
+                                     "3-4 are slower and only a little smoother."),
+                io.Float.Input("fov", default=DEFAULT_FOV_DEGREES, min=5.0, max=170.0, step=1.0,
+                               tooltip="Horizontal field of view of the photo in degrees (55 = a typical photo, about "
+                                       "a 35 mm lens). Sets how depth becomes 3D shape."),
+                io.Combo.Input("format", options=["mp4", "webm", "none"], default="mp4",
+                               tooltip="Video file to write to the output folder: mp4 (H.264), webm (VP9), or none "
+                                       "(use the frames or VIDEO outputs, e.g. with core Save Video)."),
+                io.Combo.Input("mesh_format", options=["ply", "glb", "obj", "none"], default="ply",
+                               tooltip="Mesh file to write: ply (binary, readable by the old depthmap extension's "
+                                       "video tools), glb or obj (vertex colours, +Y up), or none."),
+                io.String.Input("filename_prefix", default="3d_photo/DepthToolkit",
+                                tooltip="Prefix of the video and mesh files in the output folder."),
+                io.Float.Input("edge_threshold", default=DEFAULT_RELATIVE_THRESHOLD, min=0.005, max=1.0, step=0.005,
+                               tooltip="How big a depth jump counts as an object edge, as a fraction of the image's "
+                                       "depth range (log scale). Lower cuts more edges (more layers, more "
+                                       "inpainting); higher stretches more."),
+                io.Float.Input("background_extension", default=DEFAULT_BAND_FRACTION, min=0.005, max=0.3, step=0.005,
+                               tooltip="How far the hidden background extends behind foreground edges, as a fraction "
+                                       "of the photo's longer side. Must cover the largest gap the camera move opens."),
+            ],
+            outputs=[
+                io.Image.Output("frames", tooltip="The rendered video frames, an IMAGE batch."),
+                io.Video.Output("video", tooltip="The frames as a VIDEO (at fps), for core Save Video."),
+                io.String.Output("mesh_path", tooltip="Path of the written mesh file (one line per image), empty "
+                                                      "when mesh_format is none."),
+                io.Mesh.Output("mesh", tooltip="The layered mesh of the first image as core MESH (for SaveGLB, "
+                                               "Preview3D)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, image, depth, path, frames, fps, translate_x, translate_y, translate_z, crop, supersampling, fov,
+                format, mesh_format, filename_prefix, edge_threshold=DEFAULT_RELATIVE_THRESHOLD,
+                background_extension=DEFAULT_BAND_FRACTION) -> io.NodeOutput:
+        images = to_rgb(image)
+        batch, height, width = images.shape[:3]
+        depth_value = match_depth_to_images(read_depth(depth), batch, (height, width))
+        device = compute_device()
+        inpainter = None
+        networks = find_inpainting_networks()
+        if networks is not None:
+            from ..depth_core.photo3d.networks import load_context_aware_inpainter
+
+            inpainter = load_context_aware_inpainter(*networks, device=device)
+
+        folder, filename, counter, subfolder = _save_paths(filename_prefix, width, height)
+        progress = comfy_progress(batch * (frames + 1))
+        clips, mesh_paths, first_mesh = [], [], None
+        for index in range(batch):
+            rgb = images[index].permute(2, 0, 1).to(device)
+            distance = photo_distance(depth_value, index).to(device)
+            camera = Pinhole.from_fov(width, height, fov)
+            ldi, layered = build_photo3d(rgb, distance, camera, band_fraction=background_extension,
+                                         relative_threshold=edge_threshold, inpainter=inpainter)
+            done = index * (frames + 1) + 1
+            progress(done, batch * (frames + 1))
+            scale = ldi.mean_location
+            moves = camera_path(path, frames, (translate_x * scale, translate_y * scale, translate_z * scale),
+                                mean_location=scale)
+            clip = render_path(layered.mesh, camera, moves, supersampling, crop,
+                               progress=lambda i, n, done=done: progress(done + i, batch * (frames + 1)))
+            clips.append(clip.float().cpu())
+            if mesh_format != "none":
+                mesh_file = os.path.join(folder, f"{filename}_{counter + index:05}_.{mesh_format}")
+                mesh_paths.append(write_mesh(layered, mesh_file))
+            if first_mesh is None:
+                first_mesh = Types.MESH(*core_mesh_arrays(layered))
+            del ldi, layered
+
+        all_frames = torch.cat(clips)
+        preview = None
+        if format != "none":
+            video_file = f"{filename}_{counter:05}_.{format}"
+            write_video(all_frames, os.path.join(folder, video_file), fps, format)
+            preview = ui.PreviewVideo([ui.SavedResult(video_file, subfolder, io.FolderType.output)])
+        video = InputImpl.VideoFromComponents(
+            Types.VideoComponents(images=all_frames, audio=None, frame_rate=Fraction(round(fps * 1000), 1000)))
+        return io.NodeOutput(to_output_device(all_frames), video, "\n".join(mesh_paths), first_mesh, ui=preview)
+
+
+NODES = [InpaintedMeshVideo]

@@ -1,0 +1,257 @@
+"""The depth networks load the official checkpoints' state dicts unchanged and compute sensible outputs.
+
+tests/data/keys/<checkpoint stem>.json lists {key: shape} of every official model, dumped from the authors' own
+code (Depth-Anything-V2 @ GitHub HEAD; isl-org/MiDaS @ HEAD with timm 0.6.13, torchvision's ResNeXt-101 32x8d
+for the WSL hub model and geffnet for gen-efficientnet-pytorch). Full-size networks are built on the meta device
+(no memory); real forward passes use the small networks only.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+
+from depth_core.models import depth_anything_v2, midas_dpt, midas_v21
+
+KEYS_DIR = Path(__file__).parent / "data" / "keys"
+FAMILIES = (depth_anything_v2, midas_dpt, midas_v21)
+KNOWN = [(family, known) for family in FAMILIES for known in family.KNOWN_MODELS]
+
+
+def _stem(filename: str) -> str:
+    return filename.rsplit(".", 1)[0]
+
+
+def _official_shapes(filename: str) -> dict[str, list[int]]:
+    return json.loads((KEYS_DIR / f"{_stem(filename)}.json").read_text())
+
+
+def _meta_state_dict(shapes: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+    return {key: torch.empty(shape, device="meta") for key, shape in shapes.items()}
+
+
+def _randomized(module: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The module's state dict with every float perturbed, so no layer is an identity or all zeros."""
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, value in module.state_dict().items():
+        if value.is_floating_point():
+            noise = torch.randn(value.shape, generator=generator) * 0.02
+            value = value.abs() + 0.5 if key.endswith("running_var") else value + noise
+        out[key] = value.clone()
+    return out
+
+
+@pytest.mark.parametrize(("family", "known"), KNOWN, ids=[k.filename for _, k in KNOWN])
+def test_state_dict_matches_official_layout(family, known):
+    with torch.device("meta"):
+        network = family.build(known.config)
+    ours = {key: list(value.shape) for key, value in network.state_dict().items()}
+    official = _official_shapes(known.filename)
+    assert sorted(set(official) - set(ours)) == []
+    assert sorted(set(ours) - set(official)) == []
+    assert {k: v for k, v in ours.items() if official[k] != v} == {}
+
+
+@pytest.mark.parametrize(("family", "known"), KNOWN, ids=[k.filename for _, k in KNOWN])
+def test_config_recognised_from_official_keys_only_by_its_family(family, known):
+    state_dict = _meta_state_dict(_official_shapes(known.filename))
+    assert family.config_from_state_dict(state_dict) == known.config
+    for other in FAMILIES:
+        if other is not family:
+            assert other.config_from_state_dict(state_dict) is None, other.__name__
+
+
+def test_every_dumped_layout_belongs_to_a_known_model():
+    dumped = {path.stem for path in KEYS_DIR.glob("*.json")}
+    assert dumped == {_stem(known.filename) for _, known in KNOWN}
+
+
+def test_foreign_state_dicts_are_rejected():
+    import torchvision
+
+    with torch.device("meta"):
+        resnet = torchvision.models.resnet50().state_dict()
+    truncated = _meta_state_dict(_official_shapes("depth_anything_v2_vits.pth"))
+    del truncated["depth_head.projects.2.weight"]
+    for state_dict in (resnet, {}, {"weight": torch.zeros(3)}, truncated):
+        for family in FAMILIES:
+            assert family.config_from_state_dict(state_dict) is None
+
+
+def test_cards_follow_the_authors_preprocessing():
+    cards = {known.filename: known.card for _, known in KNOWN}
+    for letter in "sbl":
+        card = cards[f"depth_anything_v2_vit{letter}.pth"]
+        pre = card.preprocess
+        assert (pre.net_size, pre.multiple_of, pre.resize_rule) == (518, 14, "lower_bound")
+        assert pre.mean == (0.485, 0.456, 0.406) and pre.std == (0.229, 0.224, 0.225)
+        assert card.receptive_field == 518
+    for filename, size in [("dpt_beit_large_512.pt", 512), ("dpt_beit_large_384.pt", 384),
+                           ("dpt_large-midas-2f21e586.pt", 384), ("dpt_hybrid-midas-501f0c75.pt", 384)]:
+        pre = cards[filename].preprocess
+        assert (pre.net_size, pre.multiple_of, pre.resize_rule, pre.mean, pre.std) == (
+            size, 32, "minimal", (0.5,) * 3, (0.5,) * 3)
+        assert cards[filename].receptive_field == size
+    for filename, size in [("midas_v21-f6b98070.pt", 384), ("midas_v21_small-70d6b9c8.pt", 256)]:
+        pre = cards[filename].preprocess
+        assert (pre.net_size, pre.multiple_of, pre.resize_rule) == (size, 32, "upper_bound")
+        assert pre.mean == (0.485, 0.456, 0.406)
+        assert cards[filename].receptive_field == size
+    for _, known in KNOWN:
+        assert known.card.output_kind.value == "relative_inverse"
+        assert all(url.startswith("https://") and url.rstrip("/").split("/")[-1].split("?")[0] for url in known.urls)
+        assert known.sha256 is None or len(known.sha256) == 64
+
+
+def _input(*shape: int) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(1))
+
+
+def _check_forward(network: torch.nn.Module, x: torch.Tensor, expected: tuple[int, int, int]) -> torch.Tensor:
+    with torch.no_grad():
+        out = network(x)
+        changed = network(x.flip(-1) * 0.5)
+    assert tuple(out.shape) == expected
+    assert torch.isfinite(out).all()
+    assert (out >= 0).all()
+    assert out.std() > 0
+    assert (out - changed).abs().max() > 1e-3 * out.abs().max()
+    return out
+
+
+@pytest.fixture(scope="module")
+def da_small():
+    torch.manual_seed(0)
+    network = depth_anything_v2.build(depth_anything_v2.SMALL).eval()
+    state_dict = _randomized(network)
+    network.load_state_dict(state_dict, strict=True)
+    return network, state_dict
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors", "fp16.safetensors"])
+def test_depth_anything_small_roundtrip_and_forward(da_small, tmp_path, fmt):
+    reference, state_dict = da_small
+    path = tmp_path / f"renamed_model.{fmt}"
+    if fmt == "pth":
+        torch.save(state_dict, path)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    else:
+        to_save = {k: (v.half() if fmt.startswith("fp16") and v.is_floating_point() else v).contiguous()
+                   for k, v in state_dict.items()}
+        safetensors.torch.save_file(to_save, str(path))
+        loaded = safetensors.torch.load_file(str(path))
+    config = depth_anything_v2.config_from_state_dict(loaded)
+    assert config == depth_anything_v2.SMALL
+    network = depth_anything_v2.build(config).eval()
+    network.load_state_dict(loaded, strict=True)
+    x = _input(2, 3, 70, 98)
+    out = _check_forward(network, x, (2, 70, 98))
+    with torch.no_grad():
+        expected = reference(x)
+    tolerance = 2e-2 if fmt.startswith("fp16") else 1e-5
+    assert (out - expected).abs().max() <= tolerance * expected.abs().max()
+
+
+def test_depth_anything_tolerates_a_dropped_mask_token_but_nothing_else(da_small):
+    _, state_dict = da_small
+    network = depth_anything_v2.build(depth_anything_v2.SMALL)
+    without_mask = {k: v for k, v in state_dict.items() if k != "pretrained.mask_token"}
+    network.load_state_dict(without_mask, strict=True)
+    without_norm = {k: v for k, v in state_dict.items() if k != "pretrained.norm.weight"}
+    with pytest.raises(RuntimeError, match="pretrained.norm.weight"):
+        network.load_state_dict(without_norm, strict=True)
+
+
+def test_dinov2_position_embedding_resampling():
+    pos = torch.randn(1, 1 + 37 * 37, 8)
+    assert depth_anything_v2.dinov2_pos_embed(pos, 37, 37) is pos
+    resized = depth_anything_v2.dinov2_pos_embed(pos, 5, 7)
+    assert resized.shape == (1, 1 + 35, 8)
+    assert torch.equal(resized[:, 0], pos[:, 0])
+    # A smooth (linear) embedding stays monotone along each axis after resampling.
+    ramp = torch.arange(37.0).repeat(37, 1).T.reshape(1, 37 * 37, 1)
+    grid = depth_anything_v2.dinov2_pos_embed(torch.cat((torch.zeros(1, 1, 1), ramp), 1), 9, 4)[0, 1:, 0]
+    rows = grid.reshape(9, 4)[:, 0]
+    assert (rows[1:] > rows[:-1]).all()
+
+
+def test_midas_v21_small_roundtrip_and_forward(tmp_path):
+    torch.manual_seed(0)
+    network = midas_v21.build(midas_v21.SMALL).eval()
+    state_dict = _randomized(network)
+    for fmt in ("pth", "safetensors"):
+        path = tmp_path / f"small.{fmt}"
+        if fmt == "pth":
+            torch.save(state_dict, path)
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            safetensors.torch.save_file({k: v.contiguous() for k, v in state_dict.items()}, str(path))
+            loaded = safetensors.torch.load_file(str(path))
+        config = midas_v21.config_from_state_dict(loaded)
+        assert config == midas_v21.SMALL
+        rebuilt = midas_v21.build(config).eval()
+        rebuilt.load_state_dict(loaded, strict=True)
+        _check_forward(rebuilt, _input(2, 3, 64, 96), (2, 64, 96))
+
+
+def test_midas_dpt_hybrid_forward_at_non_native_size():
+    torch.manual_seed(0)
+    network = midas_dpt.build(midas_dpt.HYBRID_384).eval()
+    network.load_state_dict(_randomized(network), strict=True)
+    _check_forward(network, _input(1, 3, 64, 96), (1, 64, 96))
+
+
+@pytest.mark.parametrize(
+    ("config", "size"),
+    [(midas_dpt.BEIT_L_512, (384, 512)), (midas_dpt.BEIT_L_384, (384, 512)), (midas_dpt.VIT_L_384, (320, 448)),
+     (midas_v21.LARGE, (288, 352))],
+)
+def test_large_networks_trace_shapes_on_meta(config, size):
+    family = midas_dpt if isinstance(config, midas_dpt.MidasDPTConfig) else midas_v21
+    with torch.device("meta"):
+        network = family.build(config).eval()
+        out = network(torch.empty(2, 3, *size))
+    assert tuple(out.shape) == (2, *size)
+
+
+def test_beit_intermediates_for_metric_heads_on_meta():
+    with torch.device("meta"):
+        network = midas_dpt.build(midas_dpt.BEIT_L_384).eval()
+        depth, named = network.forward_with_intermediates(torch.empty(1, 3, 384, 512))
+    assert tuple(depth.shape) == (1, 384, 512)
+    assert tuple(named["out_conv"].shape) == (1, 32, 384, 512)
+    assert tuple(named["l4_rn"].shape) == (1, 256, 12, 16)
+    assert [tuple(named[f"r{i}"].shape[-2:]) for i in (4, 3, 2, 1)] == [(24, 32), (48, 64), (96, 128), (192, 256)]
+
+
+def test_beit_relative_position_index_matches_timm():
+    import timm
+
+    attn = timm.create_model("beit_base_patch16_224", pretrained=False, depth=1).blocks[0].attn
+    assert torch.equal(midas_dpt.beit_relative_position_index(*attn.window_size), attn.relative_position_index)
+
+
+def test_beit_bias_resizing_keeps_native_table_and_shape():
+    table = torch.randn((2 * 4 - 1) ** 2 + 3, 2)
+    native_index = midas_dpt.beit_relative_position_index(4, 4)
+    native = midas_dpt.beit_relative_position_bias(table, (4, 4), (4, 4), native_index)
+    assert native.shape == (1, 2, 17, 17)
+    assert torch.equal(native[0, :, 0, 0], table[-1])  # class -> class entry
+    index = midas_dpt.beit_relative_position_index(3, 5)
+    resized = midas_dpt.beit_relative_position_bias(table, (4, 4), (3, 5), index)
+    assert resized.shape == (1, 2, 16, 16)
+    assert torch.equal(resized[0, :, 0, 0], table[-1])
+    # Zero offset (a patch attending to itself) sits at the table's centre, before and after resizing.
+    assert torch.allclose(resized[0, :, 1, 1], table[(2 * 4 - 1) * 3 + 3])
+
+
+def test_midas_dpt_tolerates_dropped_beit_position_index_buffers():
+    shapes = _official_shapes("dpt_beit_large_384.pt")
+    with torch.device("meta"):
+        network = midas_dpt.build(midas_dpt.BEIT_L_384)
+    state_dict = {k: torch.empty(v, device="meta") for k, v in shapes.items() if "relative_position_index" not in k}
+    network.load_state_dict(state_dict, strict=True, assign=True)

@@ -1,0 +1,188 @@
+"""Layered depth image, background inpainting and mesh files of the 3D photo (depth_core.photo3d)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from depth_core.camera import Pinhole
+from depth_core.photo3d import build_photo3d
+from depth_core.photo3d.inpaint import nearest_source_fill, push_pull_fill
+from depth_core.photo3d.layers import (TAG_BORDER, TAG_INPAINTED, TAG_VISIBLE, build_layered_depth_image,
+                                       discontinuity_threshold, foreground_edges)
+from depth_core.photo3d.mesh import layered_mesh, read_ply_header, write_mesh
+
+FAR, NEAR = 6.0, 2.0
+RED, GREEN = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0)
+
+
+def step_scene(height: int = 24, width: int = 32, split: int = 16) -> tuple[torch.Tensor, torch.Tensor, Pinhole]:
+    """Left part: red, far wall; right part (from column `split`): green, near box."""
+    distance = torch.full((height, width), FAR)
+    distance[:, split:] = NEAR
+    image = torch.zeros(3, height, width)
+    image[:, :, :split] = torch.tensor(RED)[:, None, None]
+    image[:, :, split:] = torch.tensor(GREEN)[:, None, None]
+    return image, distance, Pinhole.from_fov(width, height, 55.0)
+
+
+def test_step_edge_is_found_on_the_near_side_with_the_far_depth_across():
+    _, distance, _ = step_scene()
+    threshold = discontinuity_threshold(distance)
+    edges, far_side = foreground_edges(distance, threshold)
+    expected = torch.zeros_like(edges)
+    expected[:, 16] = True
+    assert torch.equal(edges, expected)
+    assert torch.allclose(far_side[:, 16], torch.full((24,), FAR))
+
+
+def test_hidden_band_has_the_background_depth_and_colour_not_the_foreground():
+    image, distance, camera = step_scene()
+    ldi = build_layered_depth_image(image, distance, camera, band_width=5)
+    band = ldi.inpainted
+    # The band lies on the near side, starting at the edge and as wide as asked (square dilation: 5 + the edge).
+    assert band[:, 16:22].all() and not band[:, :16].any() and not band[:, 22:].any()
+    assert torch.allclose(ldi.distance[1][band], torch.full((int(band.sum()),), FAR))
+    hidden_color = ldi.color[1].permute(1, 2, 0)[band]
+    assert torch.allclose(hidden_color, torch.tensor(RED).expand_as(hidden_color), atol=1e-6)
+    # The visible layer is the photo, untouched.
+    assert torch.equal(ldi.distance[0], distance) and torch.equal(ldi.color[0], image)
+    # The background pixels the band hangs from are its only sources: the far column next to the edge.
+    assert ldi.background_sources[:, 15].all() and int(ldi.background_sources.sum()) == 24
+
+
+def test_band_fill_never_reads_foreground_even_when_sources_are_far():
+    image, distance, camera = step_scene(height=16, width=40, split=8)
+    ldi = build_layered_depth_image(image, distance, camera, band_width=20)
+    # The green foreground is much wider than the band's distance to the red wall; still no green leaks in.
+    assert float(ldi.color[1, 1][ldi.inpainted].max()) < 1e-6
+
+
+def test_threshold_adapts_to_scale_and_ignores_small_steps():
+    _, distance, _ = step_scene()
+    edges_units, _ = foreground_edges(distance, discontinuity_threshold(distance))
+    metres = distance * 1000.0
+    edges_metres, _ = foreground_edges(metres, discontinuity_threshold(metres))
+    assert torch.equal(edges_units, edges_metres)
+    ramp = torch.linspace(0.0, 1.5, 32).exp().expand(24, 32).clone()  # a slope: 5 % deeper per pixel
+    ramp[:, 20:] *= 1.02  # a 2 % step on it is noise, not an edge
+    edges, _ = foreground_edges(ramp, discontinuity_threshold(ramp))
+    assert not edges.any()
+
+
+def test_no_discontinuity_gives_a_single_unbroken_layer():
+    height, width = 12, 20
+    distance = torch.linspace(2.0, 3.0, width).expand(height, width).clone()
+    image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(0))
+    ldi, layered = build_photo3d(image, distance, Pinhole.from_fov(width, height), border_fraction=0.0)
+    assert not ldi.inpainted.any()
+    assert layered.mesh.faces.shape[0] == 2 * (height - 1) * (width - 1)
+    assert layered.mesh.vertices.shape[0] == height * width
+    assert (layered.tags == TAG_VISIBLE).all()
+
+
+def test_mesh_connects_the_hidden_band_to_the_background_and_cuts_the_edge():
+    image, distance, camera = step_scene(height=8, width=12, split=6)
+    ldi = build_layered_depth_image(image, distance, camera, band_width=2)
+    layered = layered_mesh(ldi)
+    faces = layered.mesh.faces
+    pixels = 8 * 12
+    hidden = faces[(faces >= pixels).any(1)]
+    assert hidden.numel() > 0 and (hidden < pixels).any(), "hidden triangles share the background's vertices"
+    # No visible triangle spans the jump: all its corners are on one side.
+    visible = faces[(faces < pixels).all(1)]
+    columns = visible % 12
+    assert ((columns < 6).all(1) | (columns >= 6).all(1)).all()
+    # Vertices of the photo sit on their pixel rays at their distance (+Y up, -Z forward).
+    vertex = layered.mesh.vertices[3 * 12 + 9]
+    assert vertex[2].item() == pytest.approx(-NEAR)
+    expected_x = (9 + 0.5 - camera.cx) / camera.fx * NEAR
+    assert vertex[0].item() == pytest.approx(expected_x, rel=1e-5)
+    assert (layered.tags[pixels:] == TAG_INPAINTED).all()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 7), (2, 2), (3, 1)])
+def test_tiny_images_build(size):
+    height, width = size
+    image = torch.rand(3, height, width)
+    distance = torch.rand(height, width) + 1.0
+    ldi, layered = build_photo3d(image, distance, Pinhole.from_fov(width, height))
+    assert layered.mesh.vertices.shape[0] >= height * width
+    assert torch.isfinite(layered.mesh.vertices).all()
+
+
+def test_bad_distance_is_a_clear_error():
+    image, distance, camera = step_scene()
+    distance[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="finite and positive"):
+        build_layered_depth_image(image, distance, camera, band_width=3)
+
+
+def test_border_extension_is_tagged_and_keeps_the_photo_camera():
+    image, distance, camera = step_scene()
+    ldi, layered = build_photo3d(image, distance, camera, border_fraction=0.1)
+    assert ldi.border == 3
+    assert ldi.photo_camera == camera
+    assert int((layered.tags == TAG_BORDER).sum()) == (24 + 6) * (32 + 6) - 24 * 32
+
+
+def test_nearest_source_fill_reads_only_sources():
+    values = torch.zeros(1, 10, 10)
+    values[0, :, :3] = 5.0       # sources
+    values[0, :, 6:] = 1000.0    # neither source nor region: must never leak in
+    sources = torch.zeros(10, 10, dtype=torch.bool)
+    sources[:, :3] = True
+    region = torch.zeros_like(sources)
+    region[:, 3:6] = True
+    filled = nearest_source_fill(values, sources, region)
+    assert torch.allclose(filled[0, :, 3:6], torch.full((10, 3), 5.0))
+    assert torch.equal(filled[0, :, 6:], values[0, :, 6:])
+
+
+def test_push_pull_fills_every_hole_within_the_known_range():
+    values = torch.rand(3, 17, 23)
+    known = torch.rand(17, 23) > 0.7
+    filled = push_pull_fill(values, known)
+    assert torch.equal(filled[:, known], values[:, known])
+    low, high = values[:, known].min(), values[:, known].max()
+    assert bool((filled >= low - 1e-6).all()) and bool((filled <= high + 1e-6).all())
+
+
+def test_ply_has_the_old_extension_header_and_layout(tmp_path):
+    image, distance, camera = step_scene()
+    _, layered = build_photo3d(image, distance, camera)
+    path = write_mesh(layered, str(tmp_path / "photo.ply"))
+    header = read_ply_header(path)
+    assert header["H"] == 24 and header["W"] == 32
+    assert header["hFov"] == pytest.approx(math.radians(55.0), rel=1e-6)
+    assert header["vFov"] == pytest.approx(2 * math.atan(12 / camera.fy), rel=1e-6)
+    assert header["meanLoc"] == pytest.approx(NEAR)  # the centre pixel (row 12, column 16) is on the near box
+    raw = open(path, "rb").read()
+    body = raw[raw.index(b"end_header\n") + len(b"end_header\n"):]
+    vertices, faces = int(header["vertex"]), int(header["face"])
+    assert b"format binary_little_endian 1.0" in raw[:100]
+    assert len(body) == vertices * 16 + faces * 13
+    records = np.frombuffer(body[:vertices * 16], dtype=[("xyz", "<f4", 3), ("rgba", "u1", 4)])
+    expected = layered.mesh.vertices.numpy() * np.array([1, -1, -1], np.float32)  # old convention: y down, z forward
+    assert np.allclose(records["xyz"], expected)
+    assert set(np.unique(records["rgba"][:, 3])) <= {TAG_VISIBLE, TAG_INPAINTED, TAG_BORDER}
+    face_records = np.frombuffer(body[vertices * 16:], dtype=[("n", "u1"), ("i", "<i4", 3)])
+    assert (face_records["n"] == 3).all() and np.array_equal(face_records["i"], layered.mesh.faces.numpy())
+    assert not list(tmp_path.glob(".partial-*"))
+
+
+@pytest.mark.parametrize("extension", ["glb", "obj"])
+def test_glb_and_obj_open_in_trimesh(tmp_path, extension):
+    import trimesh
+
+    image, distance, camera = step_scene()
+    _, layered = build_photo3d(image, distance, camera, border_fraction=0.0)
+    path = write_mesh(layered, str(tmp_path / f"photo.{extension}"))
+    loaded = trimesh.load(path, force="mesh", process=False)
+    assert len(loaded.faces) == layered.mesh.faces.shape[0]
+    assert np.allclose(loaded.bounds, torch.stack([layered.mesh.vertices.min(0).values,
+                                                   layered.mesh.vertices.max(0).values]).numpy(), atol=1e-5)
+    if extension == "obj":
+        assert open(path).read().startswith("# H 24\n# W 32\n")
