@@ -113,12 +113,12 @@ def foreground_edges(distance: torch.Tensor, threshold: float) -> tuple[torch.Te
     return far_side > 0, far_side
 
 
-def sharpen_depth_edges(distance: torch.Tensor, iterations: int) -> torch.Tensor:
+def sharpen_depth_edges(distance: torch.Tensor, iterations: int, threshold: float) -> torch.Tensor:
     """Turn soft depth ramps (what networks predict at object borders) into steps.
 
-    Each pass moves every pixel to the nearer of its 3x3 minimum and maximum (a shock filter), in log depth. Flat
-    regions and planes are unchanged; a blurred edge a few pixels wide collapses into one clean jump, which the
-    discontinuity test can then see.
+    Each pass moves a pixel to the nearer of its 3x3 minimum and maximum (a shock filter, in log depth), but only
+    where that window spans more than two edge thresholds: a slope whose every step is below the threshold is left
+    alone, while a blurred edge a few pixels wide collapses into one jump that the discontinuity test can see.
     """
     log_distance = distance.clamp_min(1e-6).log()[None, None]
     for _ in range(iterations):
@@ -127,8 +127,7 @@ def sharpen_depth_edges(distance: torch.Tensor, iterations: int) -> torch.Tensor
         middle = 0.5 * (high + low)
         spread = high - low
         snapped = torch.where(log_distance > middle, high, low)
-        # Only snap inside ramps; leave near-flat neighbourhoods (texture, noise) alone.
-        log_distance = torch.where(spread > 0.02, snapped, log_distance)
+        log_distance = torch.where(spread > 2.0 * threshold, snapped, log_distance)
     return log_distance.exp()[0, 0]
 
 
@@ -170,9 +169,9 @@ def build_layered_depth_image(image: torch.Tensor, distance: torch.Tensor, camer
         raise ValueError("distance must be finite and positive everywhere; fill invalid depth first.")
     image = image.float()
     distance = distance.float()
-    if sharpen_iterations > 0:
-        distance = sharpen_depth_edges(distance, sharpen_iterations)
     threshold = discontinuity_threshold(distance, relative_threshold)
+    if sharpen_iterations > 0:
+        distance = sharpen_depth_edges(distance, sharpen_iterations, threshold)
     if border > 0:
         image = F.pad(image[None], (border,) * 4, mode="replicate")[0]
         distance = F.pad(distance[None, None], (border,) * 4, mode="replicate")[0, 0]
