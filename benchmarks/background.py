@@ -6,13 +6,12 @@ rembg runs it through its `dis_custom` session (IS-Net input rule), which only a
 U2NET_HOME is pointed at the file's folder for this process. rembg gets PIL images ready-made (its conversion
 from a ComfyUI tensor is not counted); ours starts from the IMAGE tensor and returns IMAGE + MASK tensors.
 
-    .venv/bin/python benchmarks/background.py [--images 3] [--repeats 3]
+    .venv/bin/python benchmarks/background.py [--images 2] [--repeats 2]
 """
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import sys
 import time
@@ -25,11 +24,12 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._measure import peak_memory, resident_bytes  # noqa: E402
 from depth_core import background as bg  # noqa: E402
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def rss_mib() -> float:
+    return resident_bytes() / 2**20
 
 
 def test_images(count: int) -> torch.Tensor:
@@ -46,8 +46,8 @@ def test_images(count: int) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=3, help="images per timed call")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per method")
+    parser.add_argument("--images", type=int, default=2, help="images per timed call")
+    parser.add_argument("--repeats", type=int, default=2, help="timed calls per method")
     parser.add_argument("--model", default=os.environ.get(
         "DEPTH_TOOLKIT_TEST_ISNET", str(ROOT.parent / "shared" / "models" / "isnet-general-use-quint8.onnx")))
     args = parser.parse_args()
@@ -64,16 +64,6 @@ def main() -> None:
     print(f"model {model.name}, {args.images} images of 1024x1024 per call, {args.repeats} calls per method, "
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs")
 
-    start = time.perf_counter()
-    network = bg.load_network(model)
-    ours_load = time.perf_counter() - start
-    start = time.perf_counter()
-    session = new_session("dis_custom", model_path=str(model))
-    rembg_load = time.perf_counter() - start
-    print(f"session load: ours {ours_load:.2f} s, rembg {rembg_load:.2f} s; network batch dimension "
-          f"{'free' if network.max_batch > 1 else 'fixed at 1'} (max {network.max_batch} per call)")
-    rss_loaded = peak_rss_mib()
-
     # soft mask and RGBA, the closest match to remove()'s default output
     settings = bg.MaskSettings(threshold=0.0)
 
@@ -84,7 +74,28 @@ def main() -> None:
     def run_rembg():
         return [remove(image, session=session) for image in pil_images]
 
-    run_ours(), run_rembg()  # warm-up: first-run allocations, numba/JIT caches
+    # Each side is loaded and warmed up on its own, so its memory is measured before the other one exists.
+    base = rss_mib()
+    start = time.perf_counter()
+    network = bg.load_network(model)
+    ours_load = time.perf_counter() - start
+    with peak_memory() as ours_memory:
+        run_ours()
+    ours_kept = rss_mib() - base
+    base = rss_mib()
+    start = time.perf_counter()
+    session = new_session("dis_custom", model_path=str(model))
+    rembg_load = time.perf_counter() - start
+    with peak_memory() as rembg_memory:
+        run_rembg()
+    rembg_kept = rss_mib() - base
+    print(f"session load: ours {ours_load:.2f} s, rembg {rembg_load:.2f} s; network batch dimension "
+          f"{'free' if network.max_batch > 1 else 'fixed at 1'} (max {network.max_batch} per call)")
+    print(f"memory during a call (RSS above the start of the call): ours +{ours_memory.added_mib:.0f} MiB, "
+          f"rembg +{rembg_memory.added_mib:.0f} MiB")
+    print(f"memory kept afterwards by the cached session (RSS above before loading): ours +{ours_kept:.0f} MiB, "
+          f"rembg +{rembg_kept:.0f} MiB")
+
     ours_times, rembg_times = [], []
     for _ in range(args.repeats):
         start = time.perf_counter()
@@ -102,16 +113,14 @@ def main() -> None:
     # the network step alone, to show what the surrounding pre/post-processing costs each side
     x = bg.network_input([images[0]], network.contract, network.input_size, "cpu").numpy()
     start = time.perf_counter()
-    for _ in range(2):
-        network.run(x)
-    print(f"network forward alone {(time.perf_counter() - start) / 2:.3f} s/image")
+    network.run(x)
+    print(f"network forward alone {time.perf_counter() - start:.3f} s/image")
 
     alphas = torch.stack([torch.from_numpy(np.asarray(out, dtype=np.float32)[..., 3] / 255.0) for out in rembg_out])
     ours_hard, rembg_hard = masks >= 0.5, alphas >= 0.5
     iou = float((ours_hard & rembg_hard).sum() / (ours_hard | rembg_hard).sum().clamp_min(1))
     print(f"agreement with rembg: mask IoU at 0.5 {iou:.4f}, mean |alpha difference| "
           f"{float((masks - alphas).abs().mean()):.4f}")
-    print(f"peak RSS: {rss_loaded:.0f} MiB after loading both sessions, {peak_rss_mib():.0f} MiB at the end")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """MeshExport benchmark: a real photo + its real disparity -> textured mesh file at default settings.
 
-    .venv/bin/python benchmarks/mesh.py [--repeats 3] [--threads N]
+    .venv/bin/python benchmarks/mesh.py [--repeats 3] [--threads N] [--only goal]
 
 The photo and disparity are scikit-image's Middlebury "motorcycle" pair (left view + ground-truth disparity, holes
 filled with the farthest value), resized to 1 MP (1155x866) and 12 MP (4000x3000). Each case runs in a fresh child
@@ -103,13 +103,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--only", choices=["goal"], default=None, help="goal: only the 1 MP GLB case")
     args = parser.parse_args()
+    cases = CASES[:1] if args.only == "goal" else CASES
 
     context = multiprocessing.get_context("spawn")
     print(f"MeshExport benchmark, default settings (resolution 1024, threshold 0.15), median of {args.repeats} runs "
           "(OBJ: 1 run)")
     rows = []
-    for size_name, format in CASES:
+    for size_name, format in cases:
         queue = context.Queue()
         child = context.Process(target=run_case, args=(size_name, format, args.repeats, args.threads, queue))
         child.start()

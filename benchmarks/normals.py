@@ -11,10 +11,11 @@ synthetic flickering depth video keeps after ClipRenormalize's temporal stabiliz
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
-import resource
 import subprocess
+import threading
 from pathlib import Path
 
 import torch
@@ -109,35 +110,66 @@ def speed(width: int = 2048, height: int = 1024, repeats: int = 10) -> None:
     metric = Depth(noisy[None], DepthKind.METRIC)
     relative = Depth(1.0 / noisy[None], DepthKind.RELATIVE_INVERSE)
     megapixels = width * height / 1e6
-    print(f"\nSpeed, {width}x{height} ({megapixels:.2f} MP), CPU threads = {torch.get_num_threads()}, "
-          f"best of {repeats}")
+    print(f"\nSpeed, {width}x{height} ({megapixels:.2f} MP), torch CPU threads = {torch.get_num_threads()}, "
+          f"best of {repeats} (Sobel: of 3)")
     for label, value, method in (("geometric, metric", metric, "geometric"),
                                  ("geometric, relative", relative, "geometric"),
                                  ("sobel k=3 (old ext.), float64", relative, "sobel")):
         normal_map(value, method)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
+        walls, cpus = [], []
+        for _ in range(repeats if method == "geometric" else 3):
+            wall, cpu = time.perf_counter(), time.process_time()
             normal_map(value, method)
-            times.append(time.perf_counter() - start)
-        best = min(times)
-        print(f"{label:32s} {best * 1000:8.1f} ms  = {best * 1000 / megapixels:6.1f} ms/MP")
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+        print(f"{label:32s} wall {min(walls) * 1000:8.1f} ms = {min(walls) * 1000 / megapixels:7.1f} ms/MP   "
+              f"CPU time (all threads) {min(cpus) * 1000 / megapixels:7.1f} ms/MP")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: CPU time is then free of the thread pool's spin-waiting
+    for label, value in (("geometric, metric, 1 thread", metric), ("geometric, relative, 1 thread", relative)):
+        cpus = []
+        for _ in range(repeats):
+            cpu = time.process_time()
+            normal_map(value, "geometric")
+            cpus.append(time.process_time() - cpu)
+        print(f"{label:32s} CPU time {min(cpus) * 1000 / megapixels:7.1f} ms/MP")
+    torch.set_num_threads(threads)
+    print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+          "(wall time stretches with other jobs; one-thread CPU time is what the work itself costs)")
     child = subprocess.run([sys.executable, __file__, "--peak", str(width), str(height)], capture_output=True,
                            text=True, check=True)
     print(child.stdout.strip())
 
 
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def peak_memory(width: int, height: int) -> None:
-    """Run in a fresh process: the growth of peak resident memory over one geometric normal map."""
+    """Run in a fresh process: the highest resident memory above the starting point during one geometric normal map,
+    sampled every millisecond (large tensors are mmapped and unmapped on free, so resident memory tracks them)."""
     # Random metres straight in float32: building an analytic scene would itself peak higher than the normals.
     metric = Depth(1.0 + torch.rand(1, height, width), DepthKind.METRIC)
     normal_map(Depth(metric.values[:, :8, :8].clone(), DepthKind.METRIC), "geometric")  # load kernels first
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    normal_map(metric, "geometric")
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline = resident_bytes()
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], resident_bytes())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    result = normal_map(metric, "geometric")
+    done.set()
+    sampler.join()
+    peak[0] = max(peak[0], resident_bytes())
     megapixels = width * height / 1e6
-    print(f"peak memory growth, geometric {megapixels:.2f} MP: {(after - before) / 1024:.1f} MiB "
-          f"(input {megapixels * 4:.1f} MiB, output {megapixels * 12:.1f} MiB)")
+    print(f"peak memory above the input, geometric {megapixels:.2f} MP: {(peak[0] - baseline) / 2**20:.1f} MiB "
+          f"(input {metric.values.numel() * 4 / 2**20:.1f} MiB, output {result.numel() * 4 / 2**20:.1f} MiB)")
 
 
 def stabilization(frames: int = 24, size: int = 96) -> None:

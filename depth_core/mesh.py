@@ -111,14 +111,14 @@ def _sphere_directions(height: int, width: int, rows: torch.Tensor, cols: torch.
 
 
 def _grid_faces(rows: int, cols: int, device: torch.device) -> torch.Tensor:
-    """[2*(rows-1)*(cols-1), 3] triangles of a row-major vertex grid, counter-clockwise seen from the camera."""
-    index = torch.arange(rows * cols, device=device).view(rows, cols)
-    top_left, top_right = index[:-1, :-1], index[:-1, 1:]
-    bottom_left, bottom_right = index[1:, :-1], index[1:, 1:]
-    # Image rows grow downwards while +Y is up, so (top-left, bottom-left, top-right) winds counter-clockwise.
-    first = torch.stack([top_left, bottom_left, top_right], dim=-1)
-    second = torch.stack([top_right, bottom_left, bottom_right], dim=-1)
-    return torch.stack([first, second], dim=-2).reshape(-1, 3)
+    """[2*(rows-1)*(cols-1), 3] triangles of a row-major vertex grid, counter-clockwise seen from the camera.
+
+    Cell (r, c) gives (top-left, bottom-left, top-right) then (top-right, bottom-left, bottom-right): image rows grow
+    downwards while +Y is up, so this order winds counter-clockwise. Built as one broadcast add of corner offsets.
+    """
+    top_left = torch.arange(rows * cols, device=device).view(rows, cols)[:-1, :-1]
+    offsets = torch.tensor([[0, cols, 1], [1, cols, cols + 1]], device=device)
+    return (top_left[..., None, None] + offsets).reshape(-1, 3)
 
 
 def _triangle_log_spans(grid_log: torch.Tensor) -> torch.Tensor:

@@ -157,14 +157,16 @@ def _edge_aware_slope(w: torch.Tensor, dim: int) -> torch.Tensor:
     if length < 2:
         return torch.zeros_like(w)
     steps = w.diff(dim=dim)
-    forward = torch.cat([steps, steps.narrow(dim, length - 2, 1)], dim=dim)
-    backward = torch.cat([steps.narrow(dim, 0, 1), steps], dim=dim)
-    # (f (b^2 + e) + b (f^2 + e)) / (f^2 + b^2 + 2e): exact when f == b, tends to the smaller one at an edge.
+    # The first and last samples reuse their one neighbouring step (linear extrapolation of w).
+    padded = torch.cat([steps.narrow(dim, 0, 1), steps, steps.narrow(dim, length - 2, 1)], dim=dim)
+    forward, backward = padded.narrow(dim, 1, length), padded.narrow(dim, 0, length)
+    # (f b^2 + b f^2) / (f^2 + b^2) = f b (f + b) / (f^2 + b^2): exactly f when f == b, the smaller one at an edge.
     f2 = forward * forward
-    b2 = backward * backward
-    eps = 1e-30
-    numerator = forward * b2 + backward * f2 + (forward + backward) * eps
-    return numerator.div_(f2.add_(b2).add_(2 * eps))
+    denominator = backward * backward
+    denominator.add_(f2).add_(1e-30)
+    numerator = forward * backward
+    numerator.mul_(forward + backward)
+    return numerator.div_(denominator)
 
 
 def geometric_normals(distances: torch.Tensor, camera: Pinhole, strength: float = 1.0) -> torch.Tensor:
@@ -175,19 +177,18 @@ def geometric_normals(distances: torch.Tensor, camera: Pinhole, strength: float 
     if (height, width) != (camera.height, camera.width):
         raise ValueError(f"Camera is {camera.width}x{camera.height} but the depth is {width}x{height}.")
     dtype, device = distances.dtype, distances.device
-    w = 1.0 / distances.clamp_min(1e-12)
+    w = distances.clamp_min(1e-12).reciprocal_()
     x_tilde = ((torch.arange(width, dtype=dtype, device=device) + 0.5 - camera.cx) / camera.fx).view(1, 1, width)
     y_tilde = (-(torch.arange(height, dtype=dtype, device=device) + 0.5 - camera.cy) / camera.fy).view(1, height, 1)
-    out = torch.empty(batch, height, width, 3, dtype=dtype, device=device)
     nx = _edge_aware_slope(w, 2).mul_(-camera.fx)
     ny = _edge_aware_slope(w, 1).mul_(camera.fy)
-    nz = w + x_tilde * nx + y_tilde * ny
+    nz = torch.addcmul(w, x_tilde, nx).addcmul_(y_tilde, ny)
     if strength != 1.0:
         nx.mul_(strength)
         ny.mul_(strength)
-    out[..., 0], out[..., 1], out[..., 2] = nx, ny, nz
-    length = torch.linalg.vector_norm(out, dim=-1, keepdim=True).clamp_min_(1e-30)
-    return out.div_(length)
+    inverse_length = nx * nx
+    inverse_length.addcmul_(ny, ny).addcmul_(nz, nz).clamp_min_(1e-30).rsqrt_()
+    return torch.stack([nx.mul_(inverse_length), ny.mul_(inverse_length), nz.mul_(inverse_length)], dim=-1)
 
 
 # ------------------------------------------------------------------------------------------------------ public
@@ -197,10 +198,11 @@ def encode_normals(normals: torch.Tensor, green: str = "opengl") -> torch.Tensor
     """Unit normals [B,H,W,3] to a normal-map picture 0..1: (n + 1) / 2, green flipped for DirectX."""
     if green not in GREEN_CONVENTIONS:
         raise ValueError(f"Green convention must be one of {GREEN_CONVENTIONS}, got {green!r}.")
-    picture = (normals + 1.0) * 0.5
+    picture = normals * 0.5
+    picture.add_(0.5).clamp_(0.0, 1.0)
     if green == "directx":
-        picture[..., 1] = 1.0 - picture[..., 1]
-    return picture.clamp_(0.0, 1.0)
+        picture[..., 1].neg_().add_(1.0)
+    return picture
 
 
 def normal_map(depth: Depth, method: str = "geometric", fov_degrees: float = DEFAULT_FOV_DEGREES,

@@ -18,11 +18,13 @@ from .depth import Depth, DepthKind, nearness
 from .progress import ProgressFn, no_progress
 
 CLIP_MODES = ("range", "percentile")
+
 _PERCENTILE_SAMPLES = 1 << 24
+"""Percentiles over more pixels than this (a long video with one range) come from an even sample of them."""
 
 _STATS_SIDE = 256
 """Frames are area-downsampled to at most this side to gather alignment statistics: the fit has 2 unknowns per frame,
-a quarter megapixel of samples is plenty and keeps long videos cheap."""
+so 65k samples per frame are plenty, and long videos stay cheap."""
 
 
 @dataclass(frozen=True)

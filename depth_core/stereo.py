@@ -92,14 +92,14 @@ def warp_by_disparity(images: torch.Tensor, disparity: torch.Tensor, eye: str = 
     if smoothing is None:
         smoothing = max(1.0, 0.01 * width)
 
-    rows = values.permute(0, 2, 1, 3).reshape(batch * height, channels, width)
-    row_disparity = disparity.reshape(batch * height, width)
+    # Rows [B*H, C, W]; the left eye is the right eye's problem seen in a mirror.
     mirrored = eye == "left"
-    if mirrored:  # the left eye is the right eye's problem seen in a mirror
-        rows, row_disparity = rows.flip(-1), row_disparity.flip(-1)
+    rows = values.permute(0, 2, 1, 3)
+    rows = (rows.flip(-1) if mirrored else rows.contiguous()).reshape(batch * height, channels, width)
+    row_disparity = (disparity.flip(-1) if mirrored else disparity).reshape(batch * height, width)
     out, holes, fill_sum = _rasterize_rows(rows, row_disparity, fill, gap_threshold)
     if fill == "background":
-        out = out + _smooth_fill(fill_sum, holes, batch, height, int(round(smoothing)))
+        out.add_(_smooth_fill(fill_sum, holes, batch, height, int(round(smoothing))))
     if mirrored:
         out, holes = out.flip(-1), holes.flip(-1)
     out = out.reshape(batch, height, channels, width).permute(0, 2, 1, 3)
@@ -264,135 +264,157 @@ def _rasterize_rows(rows: torch.Tensor, disparity: torch.Tensor, fill: str,
                     gap_threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Warp rows [N,C,W] to the left by disparity [N,W]; see the module docstring.
 
-    Every pixel i is a flat box [f_i - w, f_i + w] (w = 0.5; 0.45 / 0 for the old polyline profiles) joined to its
-    neighbour by a connecting segment. Segments, in row order: s = 0 the empty space left of everything, s = 2i + 1
-    pixel i's box, s = 2i + 2 the joint from pixel i to i + 1 (for i = W - 1: the empty space on the right).
-    Returns (colours [N,C,W] with holes black for the "none" and "background" fills, hole fraction [N,W], and for
-    "background" each pixel's hole fraction times its hole colour [N,C,W], else None).
+    Pixel i is a flat box [f_i - w, f_i + w] (w = 0.5; 0.45 / 0 for the old polyline profiles) followed by a joint
+    [f_i + w, f_{i+1} - w] to the next pixel; the joint after the last pixel is the empty space on the right, and
+    the empty space left of the leftmost landing comes first. In row order the segments are numbered s = 0 (left
+    space), 2i + 1 (box i), 2i + 2 (joint i). Returns (colours [N,C,W] with holes black for the "none" and
+    "background" fills, hole fraction [N,W], and for "background" each pixel's hole fraction times its hole colour
+    [N,C,W], else None).
     """
     n_rows, channels, width = rows.shape
     device, dtype = rows.device, rows.dtype
-    half_width = {"polylines_soft": 0.0, "polylines_sharp": _SHARP_HALF_WIDTH}.get(fill, 0.5)
-    columns = torch.arange(width, device=device, dtype=dtype)
-    landing = columns - disparity                                             # f, [N,W]
-    vertices = torch.stack([landing - half_width, landing + half_width], dim=-1).reshape(n_rows, 2 * width)
-    visible, visible_vertex = _suffix_min(vertices)                          # g: the visible part is monotone
+    w = {"polylines_soft": 0.0, "polylines_sharp": _SHARP_HALF_WIDTH}.get(fill, 0.5)
+    last = width - 1
+    landing = torch.arange(width, device=device, dtype=dtype) - disparity         # f, [N,W]
+    # Visibility: the suffix minimum of the vertex positions. Over the vertices from box i on it is G_i - w, with
+    # G the suffix minimum of f; from box i's right vertex on it is min(f_i + w, G_{i+1} - w).
+    suffix, suffix_index = _suffix_min(landing)
+    box_start = landing - w
+    box_end = landing + w
+    after = torch.empty_like(landing)                                            # G_{i+1} - w (+inf at the end)
+    after[:, :-1] = suffix[:, 1:] - w
+    after[:, -1] = math.inf
+    visible_box_end = torch.minimum(box_end, after)
+    visible_box = (visible_box_end - box_start).clamp_(0.0, 2.0 * w)
+    far_right = landing[:, -1:].clamp_min(width - 0.5) + 1.0
+    after[:, -1:] = far_right
+    visible_joint = (after - box_end).clamp_min_(0.0)
+    first_vertex = suffix[:, :1] - w                                             # leftmost visible position
+    far_left = first_vertex.clamp_max(-0.5) - 1.0
+    first_pixel = suffix_index[:, :1]
+    visible_left = first_vertex - far_left
 
-    # Segment geometry [N, 2W+1]: where each starts, how much of it is visible, how long its profile is.
-    far_left = visible[:, :1].clamp_max(-0.5) - 1.0
-    far_right = vertices[:, -1:].clamp_min(width - 0.5) + 1.0
-    start = torch.cat([far_left, vertices], dim=1)
-    visible_length = (torch.cat([visible, far_right], dim=1) - start).clamp_min_(0.0)
-    spacing = landing[:, 1:] - landing[:, :-1]
-    joint_length = (spacing - 2.0 * half_width).clamp_min(0.0)            # folded joints are hidden anyway
-    box_length = torch.full_like(landing, 2.0 * half_width)
-    edge = visible_length[:, :1]
-    length = torch.cat([edge, torch.stack([box_length, torch.cat([joint_length, visible_length[:, -1:]], 1)], -1)
-                        .reshape(n_rows, 2 * width)], dim=1)
-    gap = torch.cat([edge.new_ones(n_rows, 1), spacing > gap_threshold, edge.new_ones(n_rows, 1)], dim=1)
-    is_gap = torch.zeros_like(length)
-    is_gap[:, 0::2] = gap.to(dtype)                                         # boxes are never gaps
-
-    # Profile: a box is flat (all "A"); a joint is a ramp from its left pixel to its right one; a gap is a ramp
-    # (interpolate, polylines), two halves (nearest) or a hole (none, background).
-    plateau_a = torch.zeros_like(length)
-    plateau_a[:, 1::2] = box_length
-    plateau_b = torch.zeros_like(length)
-    if fill == "nearest":
-        half_gap = 0.5 * length * is_gap
-        plateau_a = plateau_a + half_gap
-        plateau_b = half_gap
+    # Joints: their true length, whether they are gaps (pixels more than gap_threshold apart), their profile.
+    joint_length = torch.empty_like(landing)
+    joint_length[:, :-1] = (landing[:, 1:] - landing[:, :-1] - 2.0 * w).clamp_min(0.0)
+    joint_length[:, -1:] = far_right - box_end[:, -1:]
+    gap = torch.empty_like(landing)
+    gap[:, :-1] = (landing[:, 1:] - landing[:, :-1] > gap_threshold).to(dtype)
+    gap[:, -1] = 1.0
     hole_fill = fill in ("none", "background")
-    ends = (1.0 - is_gap) if hole_fill else torch.ones_like(length)
 
-    # Colour of the first visible pixel, for the empty space left of it
-    first_pixel = visible_vertex[:, :1].div(2, rounding_mode="floor")
+    def joint_weights(s: torch.Tensor, length: torch.Tensor, is_gap: torch.Tensor):
+        """Weights of the left pixel, the right pixel and the hole colour in the integral over [0, s] of a joint."""
+        if fill == "nearest":
+            plateau = 0.5 * length * is_gap
+            w_a, w_b, w_m0, w_m1 = _profile_weights(s, plateau, plateau, length)
+            return w_a + w_m0, w_b + w_m1, None
+        zero = torch.zeros_like(length)
+        w_a, w_b, w_m0, w_m1 = _profile_weights(s, zero, zero, length)
+        if not hole_fill:
+            return w_a + w_m0, w_b + w_m1, None
+        keep = 1.0 - is_gap
+        return (w_a + w_m0) * keep, (w_b + w_m1) * keep, (w_m0 + w_m1) * is_gap
 
-    def weights_at(s, a, b, lengths, is_end):
-        w_a, w_b, w_m0, w_m1 = _profile_weights(s, a, b, lengths)
-        return w_a + is_end * w_m0, w_b + is_end * w_m1, w_m0 + w_m1
+    # Colour integrated over each pixel's box + joint, prefix-summed along the row after a zero and the left space.
+    joint_a, joint_b, _ = joint_weights(visible_joint, joint_length, gap)
+    accumulate = torch.float64 if width > _FLOAT32_PREFIX_WIDTH else dtype   # float32 sums lose grey levels past that
+    prefix = torch.empty(n_rows, channels, width + 2, device=device, dtype=accumulate)
+    prefix[..., 0] = 0.0
+    if fill in ("none", "background"):   # holes stay black here; the background fill adds its colour afterwards
+        prefix[..., 1] = 0.0
+    else:
+        prefix[..., 1:2] = _gather_columns(rows, first_pixel) * visible_left.unsqueeze(1)
+    pair = prefix[..., 2:]
+    torch.mul(rows, (visible_box + joint_a).unsqueeze(1), out=pair)
+    pair[..., :-1].addcmul_(rows[..., 1:], joint_b[:, :-1].unsqueeze(1))
+    pair[..., -1:].addcmul_(rows[..., -1:], joint_b[:, -1:].unsqueeze(1))
+    prefix = prefix.cumsum_(-1)
+    hole_colour = None
+    if fill == "background":
+        # A hole's colour is its farther side: for a leftward warp a gap means f_{i+1} - f_i > 1, so
+        # d_{i+1} < d_i and the right side is farther. Averaged a few pixels into it; the right edge looks left.
+        hole_colour = _hole_colours(rows, _BACKGROUND_SAMPLES)                 # joint i uses index i + 1
 
-    # Per segment: integral over its visible part, split by which pixel's colour it uses.
-    seg_a, seg_b, _ = weights_at(visible_length, plateau_a, plateau_b, length, ends)
-    seg_hole = visible_length * is_gap
-    first_weight = seg_a[:, 0] + seg_b[:, 0]
-
-    # Locate each pixel boundary t_j = j - 0.5 (j = 0..W): it lies in segment 1 + the index of the last visible
-    # vertex at or left of it. Counting vertices per boundary and a cumulative sum do this in linear time.
-    bucket = torch.ceil(visible + 0.5).clamp_(0, width + 1).long()
+    # Locate every pixel boundary t_j = j - 0.5 (j = 0..W): it lies in segment K = the number of visible vertices
+    # at or left of it. Counting vertices per boundary and a cumulative sum do this in linear time.
     counts = torch.zeros(n_rows, width + 2, device=device, dtype=dtype)
-    counts.scatter_add_(1, bucket, torch.ones_like(visible))
-    segment = counts.cumsum(1)[:, : width + 1].long()                        # [N, W+1]
-
-    packed = torch.stack([start, plateau_a, plateau_b, length, ends, is_gap], dim=1)
-    picked = packed.gather(2, segment.unsqueeze(1).expand(-1, packed.shape[1], -1))
+    ones = torch.ones_like(landing)
+    counts.scatter_add_(1, torch.ceil(suffix + (0.5 - w)).clamp_(0, width + 1).long(), ones)
+    counts.scatter_add_(1, torch.ceil(visible_box_end + 0.5).clamp_(0, width + 1).long(), ones)
+    segment = counts.cumsum(1)[:, : width + 1].long()                           # K, [N, W+1]
+    pixel = (segment - 1).clamp_min_(0) >> 1                                     # i of box/joint K
+    in_left_space = segment == 0
+    in_joint = ((segment & 1) == 0) & ~in_left_space
+    pair_index = (segment + 1) >> 1                                               # prefix entry before K
+    params = torch.stack([landing, visible_box, joint_length, gap], dim=1)
+    picked = params.gather(2, pixel.unsqueeze(1).expand(-1, 4, -1))
+    f_i, box_i, length_i, gap_i = picked.unbind(1)
     boundary = torch.arange(width + 1, device=device, dtype=dtype) - 0.5
-    b_a, b_b, _ = weights_at(boundary - picked[:, 0], picked[:, 1], picked[:, 2], picked[:, 3], picked[:, 4])
-    offset = boundary - picked[:, 0]
-    b_hole = offset.clamp_min(0.0).minimum(picked[:, 3]) * picked[:, 5]
-    # Segment s uses pixel (s - 1) // 2 as A and s // 2 as B; the outer spaces use the edge pixels.
-    pixel_a = (segment - 1).div(2, rounding_mode="floor")
-    pixel_b = segment.div(2, rounding_mode="floor").clamp_max(width - 1)
-    pixel_a = torch.where(segment == 0, first_pixel, pixel_a)
-    pixel_b = torch.where(segment == 0, first_pixel, pixel_b)
-
-    # Prefix over segments of the colour integral: sum over pixels of colour x weight, with the weights prefix-summed
-    # per pixel... the colour integral up to a boundary is sum_i I_i * W_i(boundary), where only segments before the
-    # boundary count. Prefix-summing per-segment areas keeps this exact.
-    box_area = rows * seg_a[:, 1::2].unsqueeze(1)
-    joint_area = rows * seg_a[:, 2::2].unsqueeze(1)
-    joint_area[..., :-1] += rows[..., 1:] * seg_b[:, 2:-1:2].unsqueeze(1)
-    joint_area[..., -1:] += rows[..., -1:] * seg_b[:, -1:].unsqueeze(1)
-    first_colour = _gather_columns(rows, first_pixel)
-    segment_area = torch.cat([first_colour * first_weight.view(-1, 1, 1),
-                              torch.stack([box_area, joint_area], dim=-1).reshape(n_rows, channels, 2 * width)], -1)
-    # Prefix sums grow with the width; beyond a few thousand pixels float32 would lose a fraction of a grey level.
-    wide = width > _FLOAT32_PREFIX_WIDTH
-    prefix = _exclusive_cumsum(segment_area.double() if wide else segment_area)
-    at_boundary = (_gather_columns(prefix, segment)
-                   + _gather_columns(rows, pixel_a) * b_a.unsqueeze(1)
-                   + _gather_columns(rows, pixel_b) * b_b.unsqueeze(1))
+    into_box = boundary - (f_i - w)
+    into_joint = boundary - (f_i + w)
+    b_a, b_b, _ = joint_weights(into_joint.clamp_min(0.0), length_i, gap_i)
+    joint_f = in_joint.to(dtype)
+    weight_a = torch.where(in_joint, box_i + b_a, into_box)
+    weight_b = b_b * joint_f
+    into_left = (boundary - far_left).clamp_min(0.0)
+    hole = into_joint.clamp_min(0.0).minimum(length_i) * gap_i * joint_f
+    hole = torch.where(in_left_space, into_left, hole)
+    index_a = torch.where(in_left_space, first_pixel, pixel)
+    index_b = torch.where(in_left_space, first_pixel, (pixel + 1).clamp_max_(last))
+    if hole_fill:
+        weight_a = torch.where(in_left_space, torch.zeros_like(weight_a), weight_a)
+    else:
+        weight_a = torch.where(in_left_space, into_left, weight_a)
+    at_boundary = _gather_columns(prefix, pair_index)
+    at_boundary.addcmul_(_gather_columns(rows, index_a), weight_a.unsqueeze(1))
+    at_boundary.addcmul_(_gather_columns(rows, index_b), weight_b.unsqueeze(1))
     colours = (at_boundary[..., 1:] - at_boundary[..., :-1]).to(dtype)
 
-    hole_at_boundary = _exclusive_cumsum(seg_hole).gather(1, segment) + b_hole
+    # Hole fraction per pixel, from the same prefix idea on the gap lengths.
+    hole_prefix = torch.cat([landing.new_zeros(n_rows, 1), visible_left, visible_joint * gap], dim=1).cumsum(1)
+    hole_at_boundary = hole_prefix.gather(1, pair_index) + hole
     holes = (hole_at_boundary[:, 1:] - hole_at_boundary[:, :-1]).clamp_(0.0, 1.0)
-    if fill != "background":
+    if hole_colour is None:
         return colours, holes, None
-    # The colour of a hole: its farther side, which for a leftward warp is always the right side (a gap means
-    # f_{i+1} - f_i > 1, so d_{i+1} < d_i), averaged a few pixels into it; the right edge looks left.
-    into_right, into_left = _window_means(rows, _BACKGROUND_SAMPLES)
-    hole_colour = torch.cat([into_right, into_left[..., -1:]], dim=-1)          # index = segment // 2
-    hole_index = torch.where(segment == 0, first_pixel, segment.div(2, rounding_mode="floor"))
-    # A pixel's hole part lies in the segment at its right boundary, unless that one is not a gap.
-    right_is_gap = picked[:, 5, 1:] > 0
-    pixel_hole_index = torch.where(right_is_gap, hole_index[:, 1:], hole_index[:, :-1])
-    fill_sum = _gather_columns(hole_colour, pixel_hole_index) * holes.unsqueeze(1)
-    return colours, holes, fill_sum
+    # For the smoothing pass: each pixel's hole part and its colour. A pixel's hole part lies in the gap at its
+    # right boundary, or else in the one at its left boundary.
+    fill_index = torch.where(in_left_space, first_pixel, pixel + 1)
+    right_gap = (hole[:, 1:] > 0) | in_left_space[:, 1:]
+    pixel_fill_index = torch.where(right_gap, fill_index[:, 1:], fill_index[:, :-1])
+    return colours, holes, _gather_columns(hole_colour, pixel_fill_index).mul_(holes.unsqueeze(1))
 
 
-def _window_means(rows: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Means over `count` pixels starting at each pixel going right, and ending at each pixel coming from the left
-    (edge pixels repeated beyond the border)."""
-    count = max(1, min(count, rows.shape[-1]))
-    padded = F.pad(rows, (count, count - 1), mode="replicate") if count > 1 else F.pad(rows, (1, 0))
-    summed = padded.cumsum(-1)
+def _hole_colours(rows: torch.Tensor, count: int) -> torch.Tensor:
+    """[N,C,W+1]: entry i < W is the mean of `count` pixels from pixel i going right (the last pixel repeated past
+    the edge); entry W, for the space beyond the right edge, the mean of the last `count` pixels."""
     width = rows.shape[-1]
-    # window sum of padded[k - count + 1 .. k] = summed[k] - summed[k - count]
-    window = summed[..., count:] - summed[..., :-count]                     # window ending at padded index k
-    towards_left = window[..., :width] / count                               # ends at pixel i (padded i + count)
-    towards_right = window[..., count - 1: count - 1 + width] / count        # starts at pixel i
-    return towards_right, towards_left
+    count = max(1, min(count, width))
+    out = torch.empty(rows.shape[0], rows.shape[1], width + 1, dtype=rows.dtype, device=rows.device)
+    body = out[..., :width]
+    body.copy_(rows)
+    for step in range(1, count):
+        body[..., : width - step] += rows[..., step:]
+        body[..., width - step:] += rows[..., -1:]
+    out[..., width] = rows[..., width - count:].sum(-1)
+    return out.mul_(1.0 / count)
 
 
 def _box_sum(values: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
     """Sum over [i - radius, i + radius] along `dim` (zero outside), same size, in O(1) per element."""
-    if radius <= 0:
+    size = values.shape[dim]
+    if radius <= 0 or size == 0:
         return values
-    moved = values.movedim(dim, -1)
-    summed = F.pad(moved, (radius + 1, radius)).cumsum(-1)
-    size = moved.shape[-1]
-    window = summed[..., 2 * radius + 1: 2 * radius + 1 + size] - summed[..., :size]
-    return window.movedim(-1, dim)
+    summed = values.cumsum(dim)
+    # window [i - r, i + r] = summed[min(i + r, n - 1)] - summed[i - r - 1] (0 when i - r - 1 < 0)
+    upper_core = summed.narrow(dim, min(radius, size - 1), max(0, size - radius))
+    upper = torch.cat([upper_core] + [summed.narrow(dim, size - 1, 1)] * (size - upper_core.shape[dim]), dim=dim)
+    lower_len = max(0, size - radius - 1)
+    if lower_len == 0:
+        return upper
+    lower = summed.narrow(dim, 0, lower_len)
+    head = upper.narrow(dim, 0, size - lower_len)
+    return torch.cat([head, upper.narrow(dim, size - lower_len, lower_len) - lower], dim=dim)
 
 
 def _smooth_fill(fill_sum: torch.Tensor, holes: torch.Tensor, batch: int, height: int, radius: int) -> torch.Tensor:
@@ -400,7 +422,7 @@ def _smooth_fill(fill_sum: torch.Tensor, holes: torch.Tensor, batch: int, height
     of background colour become a smooth surface instead of streaks. Returns holes x smoothed colour [N,C,W]."""
     n_rows, channels, width = fill_sum.shape
     stacked = torch.cat([fill_sum, holes.unsqueeze(1)], dim=1).reshape(batch, height, channels + 1, width)
-    blurred = _box_sum(_box_sum(stacked, radius, -1), radius, 1).reshape(n_rows, channels + 1, width)
+    blurred = _box_sum(_box_sum(stacked, radius, 3), radius, 1).reshape(n_rows, channels + 1, width)
     weight = blurred[:, -1:]
     smoothed = blurred[:, :-1] / weight.clamp_min(1e-6)
     return smoothed * holes.unsqueeze(1)

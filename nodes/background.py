@@ -22,13 +22,17 @@ REMBG_DOWNLOAD_DIR = os.path.join(folder_paths.models_dir, REMBG_FOLDER)
 folder_paths.add_model_folder_path(REMBG_FOLDER, REMBG_DOWNLOAD_DIR)
 
 
-def model_folders() -> list[str]:
-    """models/rembg (and any extra paths configured for it), core's background_removal, rembg's own home."""
+def user_folders() -> list[str]:
+    """models/rembg (and any extra paths configured for it) and core's background_removal, if registered."""
     folders = list(folder_paths.get_folder_paths(REMBG_FOLDER))
     if CORE_FOLDER in folder_paths.folder_names_and_paths:
         folders += folder_paths.get_folder_paths(CORE_FOLDER)
-    folders += [str(path) for path in rembg_home_folders()]
     return list(dict.fromkeys(folders))
+
+
+def model_folders() -> list[str]:
+    """Where model files are looked up: the user folders, then rembg's own home (files rembg downloaded)."""
+    return list(dict.fromkeys(user_folders() + [str(path) for path in rembg_home_folders()]))
 
 
 MODEL_TOOLTIP = (
@@ -54,7 +58,7 @@ class RemoveBackground(io.ComfyNode):
                 io.Image.Input("images", tooltip="Images to cut out; RGBA (alpha ignored) and grayscale are "
                                                  "accepted. The network sees each image resized to its own size "
                                                  "(1024x1024 for IS-Net/BiRefNet, 320x320 for U²-Net)."),
-                io.Combo.Input("model", options=model_choices(model_folders()), default=DEFAULT_MODEL,
+                io.Combo.Input("model", options=model_choices(user_folders()), default=DEFAULT_MODEL,
                                tooltip=MODEL_TOOLTIP),
                 io.Boolean.Input("download", default=True,
                                  tooltip="On: a known model that is not on disk is downloaded once from rembg's "

@@ -198,6 +198,15 @@ def test_remove_background_on_a_colour_and_empty_batch():
         bg.remove_background(network, torch.zeros(0, 8, 8, 3))
 
 
+def test_non_finite_pixels_give_a_finite_result():
+    image = scene(2)
+    image[5:9, 5:9] = float("nan")
+    image[30, :] = float("inf")
+    cutout, mask = bg.remove_background(BrightnessNetwork(), image[None], bg.MaskSettings(threshold=0.0)).stacked()
+    assert torch.isfinite(cutout).all() and torch.isfinite(mask).all()
+    assert float(mask[0, 20, 28]) > 0.8 and float(mask[0, 2, 2]) < 0.2
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Mask post-processing
 

@@ -411,3 +411,16 @@ def test_failure_while_encoding_leaves_no_file_behind(small_mesh, tmp_path, monk
 def test_unknown_format_is_a_clear_error(small_mesh, tmp_path):
     with pytest.raises(ValueError, match="glb, obj, ply"):
         save_mesh(small_mesh, tmp_path / "scene.fbx")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_gives_the_cpu_mesh():
+    torch.manual_seed(4)
+    image, distances = torch.rand(20, 30, 3), 1.0 + torch.rand(20, 30)
+    distances[:, 15:] += 3.0
+    options = {"resolution": 12, "keep_background": True}
+    on_cpu = depth_to_mesh(image, metric(distances), **options)
+    on_gpu = depth_to_mesh(image, metric(distances), device="cuda", **options)
+    assert on_gpu.vertices.device.type == "cpu"
+    assert torch.allclose(on_cpu.vertices, on_gpu.vertices, atol=1e-5)
+    assert torch.equal(on_cpu.faces, on_gpu.faces)

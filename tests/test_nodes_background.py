@@ -54,6 +54,9 @@ def test_schemas_have_tooltips_and_the_model_folder_is_registered(nodes):
 
 def test_dropped_in_onnx_file_is_listed(nodes, isolated_folders):
     (isolated_folders / "my-matting-net.onnx").write_bytes(b"x")
+    rembg_home_sam = isolated_folders.parent / "rembg-home" / "models" / "sam"
+    rembg_home_sam.mkdir(parents=True)
+    (rembg_home_sam / "sam_vit_b_01ec64.encoder.onnx").write_bytes(b"x")  # rembg's own, not a foreground model
     options = next(i for i in nodes.RemoveBackground.define_schema().inputs if i.id == "model").options
     assert options[0] == "isnet-general-use" and "birefnet-general" in options
     assert options[-1] == "my-matting-net.onnx"

@@ -186,3 +186,96 @@ def test_glb_and_obj_open_in_trimesh(tmp_path, extension):
                                                    layered.mesh.vertices.max(0).values]).numpy(), atol=1e-5)
     if extension == "obj":
         assert open(path).read().startswith("# H 24\n# W 32\n")
+
+
+# The three networks of Shih et al. 2020, checked against the key layout of their released checkpoints.
+OFFICIAL_KEYS = {
+    "depth": {"enc_1.conv.input_conv.weight": (64, 4, 7, 7), "enc_1.conv.input_conv.bias": (64,),
+              "enc_1.conv.mask_conv.weight": (64, 4, 7, 7), "enc_2.bn.running_var": (128,),
+              "enc_3.conv.input_conv.weight": (256, 128, 5, 5), "enc_7.conv.input_conv.weight": (512, 512, 3, 3),
+              "dec_7.conv.input_conv.weight": (512, 1024, 3, 3), "dec_1.conv.input_conv.weight": (1, 68, 3, 3),
+              "dec_1.conv.input_conv.bias": (1,)},
+    "color": {"enc_1.conv.input_conv.weight": (64, 6, 7, 7), "dec_5A.conv.input_conv.weight": (512, 1024, 3, 3),
+              "dec_1A.conv.input_conv.weight": (3, 70, 3, 3), "dec_1A.conv.input_conv.bias": (3,),
+              "dec_2A.bn.weight": (64,)},
+    "edge": {"encoder_0.1.weight_orig": (64, 7, 7, 7), "encoder_0.1.weight_u": (64,), "encoder_0.1.weight_v": (343,),
+             "encoder_0.1.bias": (64,), "middle.0.conv_block.1.weight_orig": (256, 256, 3, 3),
+             "middle.7.conv_block.5.weight_v": (2304,), "decoder_0.0.weight_orig": (512, 128, 4, 4),
+             "decoder_0.0.weight_u": (128,), "decoder_0.0.weight_v": (8192,), "decoder_2.1.weight": (1, 128, 7, 7)},
+}
+
+
+def official_edge_checkpoint(seed: int = 0):
+    """An edge network in the released layout: spectral norm on every convolution but the last, u/v updated."""
+    from depth_core.photo3d.networks import EdgeInpaintNet
+
+    torch.manual_seed(seed)
+    net = EdgeInpaintNet()
+    for name, module in list(net.named_modules()):
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) and name != "decoder_2.1":
+            parent = net.get_submodule(name.rsplit(".", 1)[0])
+            setattr(parent, name.rsplit(".", 1)[1], torch.nn.utils.spectral_norm(module))
+    net.train()
+    with torch.no_grad():
+        for _ in range(2):
+            net(torch.rand(1, 7, 32, 32))
+    return net.eval()
+
+
+def test_network_keys_match_the_released_layout():
+    from depth_core.photo3d.networks import ColorInpaintNet, DepthInpaintNet
+
+    with torch.device("meta"):  # shapes only, no 200 M random weights
+        modules = (("depth", DepthInpaintNet()), ("color", ColorInpaintNet()))
+    for name, module in modules:
+        shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        for key, shape in OFFICIAL_KEYS[name].items():
+            assert shapes.get(key) == shape, f"{name}: {key}"
+        assert "enc_3.conv.input_conv.bias" not in shapes and "enc_1.bn.weight" not in shapes
+    shapes = {k: tuple(v.shape) for k, v in official_edge_checkpoint().state_dict().items()}
+    for key, shape in OFFICIAL_KEYS["edge"].items():
+        assert shapes.get(key) == shape, f"edge: {key}"
+
+
+def test_released_layout_checkpoints_load_and_run(tmp_path, monkeypatch):
+    from depth_core.loading import load_state_dict
+    from depth_core.photo3d import networks
+    from depth_core.photo3d.networks import (ColorInpaintNet, DepthInpaintNet, EdgeInpaintNet,
+                                             load_context_aware_inpainter, load_network)
+
+    reference = official_edge_checkpoint()
+    torch.save(reference.state_dict(), tmp_path / "edge-model.pth")
+    torch.manual_seed(1)
+    # The depth and colour networks are ~400 MB each in float32: kept in memory instead of written, same layout.
+    states = {str(tmp_path / "edge-model.pth"): load_state_dict(tmp_path / "edge-model.pth")}
+    for name, module in (("depth", DepthInpaintNet()), ("color", ColorInpaintNet())):
+        state = module.state_dict()
+        for key, value in state.items():
+            if key.endswith("running_var"):
+                state[key] = torch.rand_like(value) + 0.5
+            elif key.endswith("running_mean"):
+                state[key] = torch.randn_like(value) * 0.1
+        states[str(tmp_path / f"{name}-model.pth")] = state
+    monkeypatch.setattr(networks, "load_state_dict", lambda path: states[str(path)])
+    # Folding spectral norm gives the same function as the spectrally normalised network in eval mode.
+    edge = load_network(EdgeInpaintNet(), states[str(tmp_path / "edge-model.pth")], "edge-model.pth")
+    sample = torch.rand(1, 7, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(edge(sample), reference(sample), atol=1e-5)
+
+    inpainter = load_context_aware_inpainter(str(tmp_path / "edge-model.pth"), str(tmp_path / "depth-model.pth"),
+                                             str(tmp_path / "color-model.pth"))
+    image, distance, camera = step_scene(height=40, width=56, split=28)
+    ldi = build_layered_depth_image(image, distance, camera, band_width=6, inpainter=inpainter)
+    band = ldi.inpainted
+    assert band.any() and torch.isfinite(ldi.color).all() and torch.isfinite(ldi.distance).all()
+    # Whatever random weights predict, the hidden layer stays behind the foreground it was cut from.
+    assert (ldi.distance[1][band] > ldi.distance[0][band]).all()
+    assert (ldi.color[1][:, band] >= 0).all() and (ldi.color[1][:, band] <= 1).all()
+
+
+def test_wrong_checkpoint_is_a_clear_error(tmp_path):
+    from depth_core.photo3d.networks import ColorInpaintNet, DepthInpaintNet, load_network
+
+    with pytest.raises(ValueError, match="not a 3d-photo-inpainting ColorInpaintNet"):
+        load_network(ColorInpaintNet(), DepthInpaintNet().state_dict(), "color-model.pth")

@@ -563,13 +563,24 @@ class EditorPage:
         assert found, f"node {node_id} has no widget {name!r} in the editor"
 
     def queue_and_wait(self, timeout_s: float = 300) -> dict:
-        """Queue the loaded graph as the Run button does and wait for its end; returns the final event."""
-        before = self.page.evaluate("() => window.__depthtoolkitEvents.length")
-        self.page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
-        errors = self.page.evaluate("() => window.app.lastNodeErrors")
-        assert not errors, f"the server refused the prompt queued from the editor: {json.dumps(errors)[:3000]}"
-        self.page.wait_for_function(f"() => window.__depthtoolkitEvents.length > {before}", timeout=timeout_s * 1000)
-        return self.page.evaluate(f"() => window.__depthtoolkitEvents[{before}]")
+        """Queue the loaded graph as the Run button does (the editor's graphToPrompt, then its api client) and wait
+        for the end of that prompt; returns the final event ({type, prompt_id, detail})."""
+        queued = self.page.evaluate("""async () => {
+            const prompt = await window.app.graphToPrompt();
+            try {
+                const answer = await window.comfyAPI.api.api.queuePrompt(0, prompt);
+                return {prompt_id: answer.prompt_id, node_errors: answer.node_errors};
+            } catch (error) {
+                return {error: String(error?.message ?? error), detail: JSON.stringify(error?.response ?? null)};
+            }
+        }""")
+        assert "error" not in queued, f"the server refused the prompt queued from the editor: {queued}"
+        prompt_id = queued["prompt_id"]
+        self.page.wait_for_function(
+            "(id) => window.__depthtoolkitEvents.some((event) => event.prompt_id === id)", arg=prompt_id,
+            timeout=timeout_s * 1000)
+        return self.page.evaluate(
+            "(id) => window.__depthtoolkitEvents.find((event) => event.prompt_id === id)", prompt_id)
 
     def fit_view(self) -> None:
         self.page.evaluate("() => window.app.extensionManager.command.execute('Comfy.Canvas.FitView')")

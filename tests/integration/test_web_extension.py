@@ -51,6 +51,14 @@ def build_graph(editor, comfy_server, image_name: str, node_types: list[str]) ->
             graph.add(node);
             for (const name of sockets) load.connect(0, node, node.findInputSlot(name));
             ids[type] = node.id;
+            if (!node.constructor.nodeData?.output_node) {
+                // Only output nodes make ComfyUI run a prompt: show the node's first picture
+                const slot = node.outputs.findIndex((output) => output.type === "IMAGE");
+                const preview = LiteGraph.createNode("PreviewImage");
+                preview.pos = [x - 400, 660];
+                graph.add(preview);
+                node.connect(slot, preview, 0);
+            }
         }
         window.app.canvas.setDirty(true, true);
         return ids;

@@ -206,6 +206,13 @@ export class ClipPreview {
     return Math.min(1, Math.max(0, (event.clientX - box.left) / Math.max(1, box.width)));
   }
 
+  /** Near stays above far (the node rejects near <= far), by at least one gray level. */
+  constrained(handle, position) {
+    const gap = 1 / 255;
+    if (handle === "near") return Math.max(position, Math.min(1, this.positions.far + gap));
+    return Math.min(position, Math.max(0, this.positions.near - gap));
+  }
+
   startDrag(event) {
     if (!this.counts) return;
     event.preventDefault();
@@ -221,7 +228,7 @@ export class ClipPreview {
     if (!this.dragging) return;
     event.preventDefault();
     event.stopPropagation();
-    this.positions[this.dragging] = this.positionAt(event);
+    this.positions[this.dragging] = this.constrained(this.dragging, this.positionAt(event));
     if (!this.frameRequested) {
       // Pointer events can outpace the screen: one redraw per frame is enough
       this.frameRequested = true;
@@ -235,7 +242,7 @@ export class ClipPreview {
 
   endDrag(event) {
     if (!this.dragging) return;
-    this.positions[this.dragging] = this.positionAt(event);
+    this.positions[this.dragging] = this.constrained(this.dragging, this.positionAt(event));
     this.histogramCanvas.releasePointerCapture?.(event.pointerId);
     this.dragging = null;
     this.redraw();
