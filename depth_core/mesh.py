@@ -153,11 +153,8 @@ def _compact(vertices: torch.Tensor, attributes: list[torch.Tensor], faces: torc
             new_index.take(faces))
 
 
-def _validate_depth(depth: Depth) -> None:
-    if depth.batch_size != 1:
-        raise ValueError(f"depth_to_mesh takes one depth map, got a batch of {depth.batch_size}; "
-                         "call it once per image.")
-    if not bool(torch.isfinite(depth.values).any()):
+def _require_finite(grid_depth: Depth) -> None:
+    if not bool(torch.isfinite(grid_depth.values).any()):
         raise ValueError("The depth map has no finite value (all NaN or infinite): check the depth input.")
 
 
@@ -201,7 +198,9 @@ def depth_to_mesh(
     if simplify_to_faces and projection == "equirectangular":
         raise ValueError("Quadric simplification is only available for perspective meshes; set simplify_to_faces to "
                          "0 and lower the mesh resolution instead for panoramas.")
-    _validate_depth(depth)
+    if depth.batch_size != 1:
+        raise ValueError(f"depth_to_mesh takes one depth map, got a batch of {depth.batch_size}; "
+                         "call it once per image.")
     device = torch.device(device)
 
     wrap = projection == "equirectangular"
@@ -213,7 +212,9 @@ def depth_to_mesh(
         cols = torch.cat([cols, cols[:1]])
     # Only the grid's pixels are read from the depth, so a 12 MP photo costs no 12 MP depth work. The relative
     # depth's near..far range is then spread over the sampled values (nearest vertex at `near`).
-    grid_distance = distance(_depth_at_pixels(depth.to(device), rows, cols, height, width), near, far)[0].float()
+    grid_depth = _depth_at_pixels(depth.to(device), rows, cols, height, width)
+    _require_finite(grid_depth)
+    grid_distance = distance(grid_depth, near, far)[0].float()
     if wrap:
         rays = _sphere_directions(height, width, rows, cols)
     else:

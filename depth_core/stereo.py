@@ -401,31 +401,31 @@ def _hole_colours(rows: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def _box_sum(values: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
-    """Sum over [i - radius, i + radius] along `dim` (zero outside), same size, in O(1) per element."""
+    """Sum over [i - radius, i + radius] along `dim` (zero outside), same size, in O(1) per element.
+    `values` is overwritten (it becomes its own cumulative sum)."""
     size = values.shape[dim]
     if radius <= 0 or size == 0:
         return values
-    summed = values.cumsum(dim)
-    # window [i - r, i + r] = summed[min(i + r, n - 1)] - summed[i - r - 1] (0 when i - r - 1 < 0)
-    upper_core = summed.narrow(dim, min(radius, size - 1), max(0, size - radius))
-    upper = torch.cat([upper_core] + [summed.narrow(dim, size - 1, 1)] * (size - upper_core.shape[dim]), dim=dim)
-    lower_len = max(0, size - radius - 1)
-    if lower_len == 0:
-        return upper
-    lower = summed.narrow(dim, 0, lower_len)
-    head = upper.narrow(dim, 0, size - lower_len)
-    return torch.cat([head, upper.narrow(dim, size - lower_len, lower_len) - lower], dim=dim)
+    summed = values.cumsum_(dim)
+    out = torch.empty_like(summed)
+    reach = min(radius, size - 1)
+    # window [i - r, i + r] = summed[min(i + r, n - 1)] - summed[i - r - 1] (nothing to subtract for i <= r)
+    out.narrow(dim, 0, size - reach).copy_(summed.narrow(dim, reach, size - reach))
+    out.narrow(dim, size - reach, reach).copy_(summed.narrow(dim, size - 1, 1).expand_as(out.narrow(dim, size - reach,
+                                                                                                    reach)))
+    if size > radius + 1:
+        out.narrow(dim, radius + 1, size - radius - 1).sub_(summed.narrow(dim, 0, size - radius - 1))
+    return out
 
 
 def _smooth_fill(fill_sum: torch.Tensor, holes: torch.Tensor, batch: int, height: int, radius: int) -> torch.Tensor:
     """Hole colours averaged over a (2r+1)^2 window of hole pixels, weighted by each pixel's hole fraction, so rows
     of background colour become a smooth surface instead of streaks. Returns holes x smoothed colour [N,C,W]."""
     n_rows, channels, width = fill_sum.shape
-    stacked = torch.cat([fill_sum, holes.unsqueeze(1)], dim=1).reshape(batch, height, channels + 1, width)
-    blurred = _box_sum(_box_sum(stacked, radius, 3), radius, 1).reshape(n_rows, channels + 1, width)
-    weight = blurred[:, -1:]
-    smoothed = blurred[:, :-1] / weight.clamp_min(1e-6)
-    return smoothed * holes.unsqueeze(1)
+    stacked = torch.cat([fill_sum, holes.unsqueeze(1)], dim=1).view(batch, height, channels + 1, width)
+    blurred = _box_sum(_box_sum(stacked, radius, 3), radius, 1).view(n_rows, channels + 1, width)
+    smoothed = blurred[:, :-1].div_(blurred[:, -1:].clamp_min(1e-6))
+    return smoothed.mul_(holes.unsqueeze(1))
 
 
 def _gather_columns(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -133,9 +133,11 @@ class BrightnessNetwork:
         self.input_size = (24, 24)
         self.max_batch = max_batch
         self.batches: list[np.ndarray] = []
+        self.released: list[bool] = []
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray, release_memory: bool = False) -> np.ndarray:
         self.batches.append(batch.copy())
+        self.released.append(release_memory)
         mean = np.array(self.contract.mean, np.float32).reshape(1, 3, 1, 1)
         std = np.array(self.contract.std, np.float32).reshape(1, 3, 1, 1)
         return (batch * std + mean).mean(1, keepdims=True)
@@ -169,6 +171,7 @@ def test_free_batch_dimension_is_used_in_chunks_with_the_same_result():
     a = bg.predict_foreground(one_by_one, images)
     b = bg.predict_foreground(chunked, images)
     assert [len(batch) for batch in chunked.batches] == [3, 3, 1]
+    assert chunked.released == [False, False, True]  # working memory is handed back after the last chunk
     for x, y in zip(a, b):
         assert torch.allclose(x, y, atol=1e-6)
     assert a[0].shape == (40, 56)

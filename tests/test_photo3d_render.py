@@ -53,10 +53,11 @@ def expected_plane_image(camera: Pinhole, position, rotation_y_degrees, centre, 
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("rotation", [0.0, 25.0])
-def test_textured_plane_renders_to_the_analytic_image(device, rotation):
+@pytest.mark.parametrize("rotation,size", [(0.0, 2.0), (25.0, 2.0), (25.0, 8.0)])
+def test_textured_plane_renders_to_the_analytic_image(device, rotation, size):
+    """size 8 overflows the view on every side: triangles cut by the image border must not wrap around."""
     camera = Pinhole.from_fov(48, 40, 60.0)
-    centre, size = (0.1, -0.05, -3.0), 2.0
+    centre = (0.1, -0.05, -3.0)
     position = (0.2, 0.1, 0.3)
     mesh = plane_mesh(size, 12, rotation, centre, linear_texture).to(device)
     image, covered = rasterize(mesh, camera, torch.tensor(position, device=device))

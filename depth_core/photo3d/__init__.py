@@ -17,7 +17,7 @@ from ..progress import ProgressFn, no_progress
 from .layers import DEFAULT_RELATIVE_THRESHOLD, Inpainter, LayeredDepthImage, build_layered_depth_image
 from .mesh import LayeredMesh, layered_mesh, write_mesh, core_mesh_arrays
 from .paths import PATH_NAMES, CameraPath, camera_path
-from .render import Mesh, render_frame
+from .render import Mesh, face_colors, render_frame
 
 DEFAULT_BAND_FRACTION = 0.05
 """Hidden background extends this fraction of the photo's longer side behind foreground edges."""
@@ -64,8 +64,10 @@ def render_path(mesh: Mesh, camera: Pinhole, path: CameraPath, supersampling: in
                 progress: ProgressFn = no_progress) -> torch.Tensor:
     """Frames [N,H',W',3] 0..1 (on the mesh's device) along the path; progress (and interruption) per frame."""
     frames = []
+    corner_colors = face_colors(mesh)
     for index in range(len(path)):
-        image, _ = render_frame(mesh, camera, path.positions[index], supersampling, float(path.focal_scales[index]))
+        image, _ = render_frame(mesh, camera, path.positions[index], supersampling, float(path.focal_scales[index]),
+                                corner_colors=corner_colors)
         frames.append(crop_frame(image, crop).permute(1, 2, 0))
         progress(index + 1, len(path))
     return torch.stack(frames)

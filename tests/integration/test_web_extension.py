@@ -4,6 +4,7 @@ Checked on screenshots of the previews."""
 from __future__ import annotations
 
 import io
+import uuid
 
 import numpy as np
 import pytest
@@ -15,10 +16,18 @@ STEREO_NODES = ["DepthToolkit.StereoSBS", "DepthToolkit.Anaglyph"]
 
 
 def socket_inputs(info: dict) -> list[tuple[str, str]]:
-    """(name, type) of the required inputs that are sockets, not widgets."""
-    required = info["input"].get("required", {})
-    order = info.get("input_order", {}).get("required", list(required))
-    return [(name, required[name][0]) for name in order if not is_widget_spec(required[name])]
+    """(name, type) of the sockets to feed: every required one, and the optional depth inputs (a node such as
+    Anaglyph takes either a right view or a depth; the photo as its own depth gives a real parallax)."""
+    sockets = []
+    for section in ("required", "optional"):
+        inputs = info["input"].get(section, {})
+        for name in info.get("input_order", {}).get(section, list(inputs)):
+            kind = inputs[name][0]
+            if is_widget_spec(inputs[name]):
+                continue
+            if section == "required" or "DEPTHTOOLKIT_DEPTH" in str(kind).split(","):
+                sockets.append((name, kind))
+    return sockets
 
 
 def build_graph(editor, comfy_server, image_name: str, node_types: list[str]) -> dict[str, int]:
@@ -65,6 +74,22 @@ def build_graph(editor, comfy_server, image_name: str, node_types: list[str]) ->
     }""", [image_name, plan])
 
 
+def fresh_photo(comfy_server) -> str:
+    """The test photo uploaded under a new name: a prompt ComfyUI has not cached, so every node runs and reports."""
+    from harness import png_bytes, small_test_photo
+
+    return comfy_server.upload_image(f"depthtoolkit_web_{uuid.uuid4().hex[:8]}.png", png_bytes(small_test_photo()))
+
+
+def show_in_viewport(editor, element) -> None:
+    """Fit the graph in the window now that the previews have their size, and check the element is on screen."""
+    editor.fit_view()
+    box = element.bounding_box()
+    viewport = editor.page.viewport_size
+    assert box and box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= viewport["width"] \
+        and box["y"] + box["height"] <= viewport["height"], f"preview is not fully on screen: {box}"
+
+
 def png_array(png: bytes) -> np.ndarray:
     from PIL import Image
 
@@ -89,18 +114,17 @@ def fresh_editor(editor):
     assert not editor.console_errors, editor.console_errors
 
 
-def test_dragging_a_histogram_handle_redraws_the_clip_preview(fresh_editor, comfy_server, uploaded_images,
-                                                              screenshot_dir):
+def test_dragging_a_histogram_handle_redraws_the_clip_preview(fresh_editor, comfy_server, screenshot_dir):
     if CLIP_NODE not in comfy_server.object_info():
         pytest.skip(f"{CLIP_NODE} is not served by this checkout")
     editor = fresh_editor
-    node_id = build_graph(editor, comfy_server, uploaded_images["photo"], [CLIP_NODE])[CLIP_NODE]
+    node_id = build_graph(editor, comfy_server, fresh_photo(comfy_server), [CLIP_NODE])[CLIP_NODE]
     run_graph(editor, comfy_server)
     root = editor.page.locator(f'.depthtoolkit-clip[data-node-id="{node_id}"]')
-    root.locator("canvas.depthtoolkit-clip-image").wait_for(state="visible", timeout=30_000)
-    editor.page.wait_for_timeout(300)
     preview = root.locator("canvas.depthtoolkit-clip-image")
     histogram = root.locator("canvas.depthtoolkit-histogram")
+    preview.wait_for(state="visible", timeout=30_000)
+    show_in_viewport(editor, root)
     before = png_array(preview.screenshot())
     widgets_before = widget_values(editor, node_id)
 
@@ -132,16 +156,16 @@ def widget_values(editor, node_id: int) -> dict:
 
 
 @pytest.mark.parametrize("node_type", STEREO_NODES)
-def test_stereo_preview_wiggles_and_composites_an_anaglyph(fresh_editor, comfy_server, uploaded_images,
-                                                           screenshot_dir, node_type):
+def test_stereo_preview_wiggles_and_composites_an_anaglyph(fresh_editor, comfy_server, screenshot_dir, node_type):
     if node_type not in comfy_server.object_info():
         pytest.skip(f"{node_type} is not served by this checkout")
     editor = fresh_editor
-    node_id = build_graph(editor, comfy_server, uploaded_images["photo"], [node_type])[node_type]
+    node_id = build_graph(editor, comfy_server, fresh_photo(comfy_server), [node_type])[node_type]
     run_graph(editor, comfy_server)
     root = editor.page.locator(f'.depthtoolkit-stereo[data-node-id="{node_id}"]')
     canvas = root.locator("canvas.depthtoolkit-stereo-image")
     canvas.wait_for(state="visible", timeout=30_000)
+    show_in_viewport(editor, root)
     assert root.get_attribute("data-mode") == "wiggle"
 
     frames = []

@@ -168,10 +168,13 @@ export class ClipPreview {
     const context = canvas.getContext("2d");
     context.fillStyle = "#111";
     context.fillRect(0, 0, width, height);
-    const peak = Math.max(1, ...this.counts.map((count) => Math.sqrt(count)));
+    // Scale to the 98th-percentile bin, not the tallest: one spike (e.g. a flat background) would flatten the rest
+    const heights = this.counts.map((count) => Math.sqrt(Math.max(0, count)));
+    const sorted = [...heights].sort((a, b) => a - b);
+    const peak = Math.max(1, sorted[Math.floor(sorted.length * 0.98)] ?? 1);
     const barWidth = width / BINS;
     for (let bin = 0; bin < BINS; bin++) {
-      const bar = (Math.sqrt(this.counts[bin] ?? 0) / peak) * (height - 14);
+      const bar = Math.min(1, (heights[bin] ?? 0) / peak) * (height - 14);
       const level = Math.round((bin / (BINS - 1)) * 200 + 40);
       context.fillStyle = `rgb(${level},${level},${level})`;
       context.fillRect(bin * barWidth, height - bar, Math.ceil(barWidth), bar);
