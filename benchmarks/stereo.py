@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import resource
 import statistics
 import sys
 import time
@@ -24,7 +23,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _measure import machine_line, peak_memory  # noqa: E402
 from depth_core.stereo import FILL_MODES, fill_invalid_along_rows, warp_by_disparity  # noqa: E402
 
 OLD_EXTENSION_PAIR_MPS = 2.0
@@ -38,10 +39,6 @@ def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.permute(1, 2, 0).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def main() -> None:
@@ -61,13 +58,14 @@ def main() -> None:
     image = torch.from_numpy(left).float().permute(2, 0, 1)[None] / 255.0
     filled = fill_invalid_along_rows(torch.from_numpy(np.asarray(disparity, dtype=np.float32)))[None]
     invalid = float((~np.isfinite(disparity)).mean())
-    rss_before = peak_rss_mb()
-
-    print(f"motorcycle {width}x{height} ({megapixels:.3f} MP), {invalid:.1%} invalid disparity filled along rows, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(f"motorcycle {width}x{height} ({megapixels:.3f} MP), {invalid:.1%} invalid disparity filled along rows; "
+          f"{machine_line()}")
+    print("A pair = left and right eye warped from the same image (what StereoSBS does per frame). MP/s = input "
+          "megapixels per second; wall = perf_counter (best / median of the repeats); CPU = process time per pair "
+          "(all threads), the cost of the work itself on a machine shared with other jobs.")
     print(f"unchanged left photo: {psnr_uint8(left, right):.2f} dB (reference 12.65 dB)")
-    print(f"{'fill':16s} {'PSNR dB':>8s} {'pair best ms':>13s} {'pair median ms':>15s} {'MP/s best':>10s} "
-          f"{'MP/s median':>12s} {'x old 2 MP/s':>13s}")
+    print(f"{'fill':16s} {'PSNR dB':>8s} {'wall best ms':>13s} {'wall median ms':>15s} {'CPU ms':>8s} "
+          f"{'MP/s best':>10s} {'MP/s median':>12s} {'MP/s CPU':>9s} {'CPU MP/s / old 2':>17s}")
     best_fill, best_db = None, -1.0
     for fill in FILL_MODES:
         view = warp_by_disparity(image, filled, "right", fill).images[0]
@@ -75,17 +73,24 @@ def main() -> None:
         if db > best_db:
             best_fill, best_db = fill, db
         times = []
+        cpu_start = time.process_time()
         for _ in range(args.repeats):
             start = time.perf_counter()
             warp_by_disparity(image, filled, "left", fill)
             warp_by_disparity(image, filled, "right", fill)
             times.append(time.perf_counter() - start)
+        cpu = (time.process_time() - cpu_start) / args.repeats
         best, median = min(times), statistics.median(times)
-        print(f"{fill:16s} {db:8.2f} {best * 1e3:13.1f} {median * 1e3:15.1f} {megapixels / best:10.1f} "
-              f"{megapixels / median:12.1f} {megapixels / best / OLD_EXTENSION_PAIR_MPS:13.1f}")
+        print(f"{fill:16s} {db:8.2f} {best * 1e3:13.1f} {median * 1e3:15.1f} {cpu * 1e3:8.1f} "
+              f"{megapixels / best:10.1f} {megapixels / median:12.1f} {megapixels / cpu:9.1f} "
+              f"{megapixels / cpu / OLD_EXTENSION_PAIR_MPS:17.1f}")
     print(f"best fill: {best_fill} {best_db:.2f} dB (old extension's best: {OLD_EXTENSION_BEST_DB} dB, "
           f"{best_db - OLD_EXTENSION_BEST_DB:+.2f} dB)")
-    print(f"peak RSS: {peak_rss_mb():.0f} MB (before warping: {rss_before:.0f} MB)")
+    with peak_memory() as memory:
+        warp_by_disparity(image, filled, "left", "background")
+        warp_by_disparity(image, filled, "right", "background")
+    print(f"peak memory above the inputs for one pair (background fill): {memory.added_mib:.1f} MiB "
+          f"(image {image.numel() * 4 / 2**20:.1f} MiB)")
 
 
 if __name__ == "__main__":

@@ -218,13 +218,18 @@ def test_midas_v21_small_safetensors_roundtrip_and_forward(tmp_path):
 
 def test_midas_dpt_hybrid_forward_at_non_native_size():
     network, _ = _random_network(midas_dpt, midas_dpt.HYBRID_384)
-    _check_forward(network, _input(1, 3, 64, 96), (1, 64, 96))
+    _check_forward(network, _input(1, 3, 32, 64), (1, 32, 64))
+
+
+@pytest.fixture(scope="module")
+def beit_l_384_meta():
+    with torch.device("meta"):
+        return midas_dpt.build(midas_dpt.BEIT_L_384).eval()
 
 
 @pytest.mark.parametrize(
     ("config", "size"),
-    [(midas_dpt.BEIT_L_512, (384, 512)), (midas_dpt.BEIT_L_384, (384, 512)), (midas_dpt.VIT_L_384, (320, 448)),
-     (midas_v21.LARGE, (288, 352))],
+    [(midas_dpt.BEIT_L_512, (384, 512)), (midas_dpt.VIT_L_384, (320, 448)), (midas_v21.LARGE, (288, 352))],
 )
 def test_large_networks_trace_shapes_on_meta(config, size):
     family = midas_dpt if isinstance(config, midas_dpt.MidasDPTConfig) else midas_v21
@@ -234,10 +239,9 @@ def test_large_networks_trace_shapes_on_meta(config, size):
     assert tuple(out.shape) == (2, *size)
 
 
-def test_beit_intermediates_for_metric_heads_on_meta():
+def test_beit_intermediates_for_metric_heads_on_meta(beit_l_384_meta):
     with torch.device("meta"):
-        network = midas_dpt.build(midas_dpt.BEIT_L_384).eval()
-        depth, named = network.forward_with_intermediates(torch.empty(1, 3, 384, 512))
+        depth, named = beit_l_384_meta.forward_with_intermediates(torch.empty(1, 3, 384, 512))
     assert tuple(depth.shape) == (1, 384, 512)
     assert tuple(named["out_conv"].shape) == (1, 32, 384, 512)
     assert tuple(named["l4_rn"].shape) == (1, 256, 12, 16)
@@ -265,9 +269,20 @@ def test_beit_bias_resizing_keeps_native_table_and_shape():
     assert torch.allclose(resized[0, :, 1, 1], table[(2 * 4 - 1) * 3 + 3])
 
 
-def test_midas_dpt_tolerates_dropped_beit_position_index_buffers():
+def test_midas_dpt_tolerates_dropped_beit_position_index_buffers(beit_l_384_meta):
     shapes = _official_shapes("dpt_beit_large_384.pt")
-    with torch.device("meta"):
-        network = midas_dpt.build(midas_dpt.BEIT_L_384)
     state_dict = {k: torch.empty(v, device="meta") for k, v in shapes.items() if "relative_position_index" not in k}
-    network.load_state_dict(state_dict, strict=True, assign=True)
+    beit_l_384_meta.load_state_dict(state_dict, strict=True, assign=True)
+    del state_dict["pretrained.model.blocks.3.attn.qkv.weight"]
+    with pytest.raises(RuntimeError, match="blocks.3.attn.qkv.weight"):
+        beit_l_384_meta.load_state_dict(state_dict, strict=True, assign=True)
+
+
+def test_digests_agree_with_the_hash_prefix_in_torch_hub_style_file_names():
+    import re
+
+    prefixed = [known for _, known in KNOWN if re.search(r"-[0-9a-f]{8}\.pt$", known.filename)]
+    assert len(prefixed) == 4
+    for known in prefixed:
+        prefix = known.filename[-11:-3]
+        assert known.sha256 is not None and known.sha256.startswith(prefix), known.filename

@@ -279,3 +279,18 @@ def test_wrong_checkpoint_is_a_clear_error(tmp_path):
 
     with pytest.raises(ValueError, match="not a 3d-photo-inpainting ColorInpaintNet"):
         load_network(ColorInpaintNet(), DepthInpaintNet().state_dict(), "color-model.pth")
+
+
+def test_sharpening_collapses_flying_pixels_into_one_jump_and_keeps_slopes():
+    from depth_core.photo3d.layers import sharpen_depth_edges
+
+    row = torch.cat([torch.full((10,), 6.0), torch.tensor([4.5, 3.0]), torch.full((10,), 2.0)])
+    distance = row.expand(8, -1).clone()
+    threshold = discontinuity_threshold(distance)
+    sharpened = sharpen_depth_edges(distance, 2, threshold)
+    values = set(round(v, 4) for v in sharpened[4].tolist())
+    assert values == {6.0, 2.0}, "the two in-between (flying) pixels joined one side or the other"
+    edges, _ = foreground_edges(sharpened, threshold)
+    assert int(edges[4].sum()) == 1
+    slope = torch.linspace(0.0, 1.0, 24).exp().expand(8, 24).clone()  # 4 % per pixel
+    assert torch.allclose(sharpen_depth_edges(slope, 2, discontinuity_threshold(slope)), slope)

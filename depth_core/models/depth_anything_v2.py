@@ -18,7 +18,15 @@ from torch import nn
 
 from ..depth import DepthKind
 from .base import IMAGENET_MEAN, IMAGENET_STD, KnownModel, ModelCard, Preprocess
-from .dpt import DPT_LEVEL_SCALES, DecoderConfig, DPTDecoder, make_resample, readout_mlp, tokens_to_map, with_class_token
+from .dpt import (
+    DPT_LEVEL_SCALES,
+    DecoderConfig,
+    DPTDecoder,
+    make_resample,
+    readout_mlp,
+    tokens_to_map,
+    with_class_token,
+)
 
 FAMILY = "depth_anything_v2"
 PATCH_SIZE = 14
@@ -215,13 +223,15 @@ def _hf_url(repo: str, filename: str) -> str:
     return f"https://huggingface.co/depth-anything/{repo}/resolve/main/{filename}"
 
 
+# sha256 = the files' Hugging Face LFS object ids (as recorded by several independent projects that verify them).
 KNOWN_MODELS: list[KnownModel] = [
     KnownModel(
         card=_card("Depth Anything V2 Small"),
         config=SMALL,
         filename="depth_anything_v2_vits.pth",
         urls=(_hf_url("Depth-Anything-V2-Small", "depth_anything_v2_vits.pth"),),
-        sha256=None,
+        sha256="715fade13be8f229f8a70cc02066f656f2423a59effd0579197bbf57860e1378",
+        size_bytes=99_218_434,
         license="Apache-2.0",
     ),
     KnownModel(
@@ -229,7 +239,8 @@ KNOWN_MODELS: list[KnownModel] = [
         config=BASE,
         filename="depth_anything_v2_vitb.pth",
         urls=(_hf_url("Depth-Anything-V2-Base", "depth_anything_v2_vitb.pth"),),
-        sha256=None,
+        sha256="0d2b7002e62d39d655571c371333340bd88f67ab95050c03591555aa05645328",
+        size_bytes=389_961_218,
         license="CC-BY-NC-4.0",
     ),
     KnownModel(
@@ -237,7 +248,8 @@ KNOWN_MODELS: list[KnownModel] = [
         config=LARGE,
         filename="depth_anything_v2_vitl.pth",
         urls=(_hf_url("Depth-Anything-V2-Large", "depth_anything_v2_vitl.pth"),),
-        sha256=None,
+        sha256="a7ea19fa0ed99244e67b624c72b8580b7e9553043245905be58796a608eb9345",
+        size_bytes=1_341_395_338,
         license="CC-BY-NC-4.0",
     ),
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Callable, Literal, Mapping
 
 import timm
 import torch
@@ -185,9 +185,8 @@ class DPTEncoder(nn.Module):
         patches = self.model.patch_embed.proj(features).flatten(2).transpose(1, 2)
         tokens = torch.cat((self.model.cls_token.expand(patches.shape[0], -1, -1).to(patches.dtype), patches), 1)
         hooks = self.spec.hooks[len(cnn_maps):]
-        token_levels = self._beit_tokens(tokens, grid_h, grid_w, hooks) if self.is_beit else self._vit_tokens(
-            tokens, grid_h, grid_w, hooks
-        )
+        run_transformer = self._beit_tokens if self.is_beit else self._vit_tokens
+        token_levels = run_transformer(tokens, grid_h, grid_w, hooks)
         maps = list(cnn_maps)
         for level, level_tokens in enumerate(token_levels, start=len(cnn_maps) + 1):
             stage = getattr(self, f"act_postprocess{level}")
@@ -198,11 +197,15 @@ class DPTEncoder(nn.Module):
             maps.append(feature_map)
         return maps
 
-    def _vit_tokens(self, tokens: torch.Tensor, grid_h: int, grid_w: int, hooks: tuple[int, ...]) -> list[torch.Tensor]:
+    def _vit_tokens(
+        self, tokens: torch.Tensor, grid_h: int, grid_w: int, hooks: tuple[int, ...]
+    ) -> list[torch.Tensor]:
         tokens = tokens + vit_pos_embed(self.model.pos_embed, grid_h, grid_w).to(tokens.dtype)
         return _run_blocks(self.model.blocks, tokens, hooks, lambda block, t: block(t))
 
-    def _beit_tokens(self, tokens: torch.Tensor, grid_h: int, grid_w: int, hooks: tuple[int, ...]) -> list[torch.Tensor]:
+    def _beit_tokens(
+        self, tokens: torch.Tensor, grid_h: int, grid_w: int, hooks: tuple[int, ...]
+    ) -> list[torch.Tensor]:
         native = self.model.blocks[0].attn.window_size
         window = (grid_h, grid_w)
         if window == tuple(native):
@@ -221,7 +224,13 @@ class DPTEncoder(nn.Module):
         return _run_blocks(self.model.blocks, tokens, hooks, run)
 
 
-def _run_blocks(blocks: nn.Module, tokens: torch.Tensor, hooks: tuple[int, ...], run) -> list[torch.Tensor]:
+def _run_blocks(
+    blocks: nn.Module,
+    tokens: torch.Tensor,
+    hooks: tuple[int, ...],
+    run: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+) -> list[torch.Tensor]:
+    """Tokens after each hooked block; stops after the last hook (later blocks feed nothing)."""
     outputs = []
     for index, block in enumerate(blocks):
         tokens = run(block, tokens)
@@ -329,6 +338,7 @@ def _card(name: str, net_size: int) -> ModelCard:
 
 
 _MIDAS_V31 = "https://github.com/isl-org/MiDaS/releases/download/v3_1/"
+_MIDAS_V3 = "https://github.com/isl-org/MiDaS/releases/download/v3/"
 _DPT_V10 = "https://github.com/intel-isl/DPT/releases/download/1_0/"
 
 KNOWN_MODELS: list[KnownModel] = [
@@ -337,7 +347,7 @@ KNOWN_MODELS: list[KnownModel] = [
         config=BEIT_L_512,
         filename="dpt_beit_large_512.pt",
         urls=(_MIDAS_V31 + "dpt_beit_large_512.pt",),
-        sha256=None,  # not published by the authors
+        sha256=None,  # the authors publish no digest
         license="MIT",
     ),
     KnownModel(
@@ -345,7 +355,7 @@ KNOWN_MODELS: list[KnownModel] = [
         config=BEIT_L_384,
         filename="dpt_beit_large_384.pt",
         urls=(_MIDAS_V31 + "dpt_beit_large_384.pt",),
-        sha256=None,  # not published by the authors
+        sha256=None,  # the authors publish no digest
         license="MIT",
     ),
     KnownModel(
@@ -353,16 +363,19 @@ KNOWN_MODELS: list[KnownModel] = [
         config=VIT_L_384,
         filename="dpt_large-midas-2f21e586.pt",
         # The same weights were re-released as MiDaS v3 dpt_large_384.pt.
-        urls=(_DPT_V10 + "dpt_large-midas-2f21e586.pt", "https://github.com/isl-org/MiDaS/releases/download/v3/dpt_large_384.pt"),
-        sha256=None,  # only the torch.hub-style prefix 2f21e586 (in the file name) is published
+        urls=(_DPT_V10 + "dpt_large-midas-2f21e586.pt", _MIDAS_V3 + "dpt_large_384.pt"),
+        # Starts with the torch.hub hash prefix in the file name; the v3 re-release has the same digest.
+        sha256="2f21e586477d90cb9624c7eef5df7891edca49a1c4795ee2cb631fd4daa6ca69",
         license="MIT",
+        size_bytes=1_376_378_527,
     ),
     KnownModel(
         card=_card("MiDaS 3.0 DPT Hybrid 384", 384),
         config=HYBRID_384,
         filename="dpt_hybrid-midas-501f0c75.pt",
-        urls=(_DPT_V10 + "dpt_hybrid-midas-501f0c75.pt", "https://github.com/isl-org/MiDaS/releases/download/v3/dpt_hybrid_384.pt"),
-        sha256=None,  # only the torch.hub-style prefix 501f0c75 (in the file name) is published
+        urls=(_DPT_V10 + "dpt_hybrid-midas-501f0c75.pt", _MIDAS_V3 + "dpt_hybrid_384.pt"),
+        # Starts with the torch.hub hash prefix in the file name (as recorded for the lllyasviel/Annotators copy).
+        sha256="501f0c75b3bca7daec6b3682c5054c09b366765aef6fa3a09d03a5cb4b230853",
         license="MIT",
     ),
 ]

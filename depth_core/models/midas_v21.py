@@ -142,15 +142,18 @@ def _card(name: str, net_size: int) -> ModelCard:
 
 
 _ALEXEYAB = "https://github.com/AlexeyAB/MiDaS/releases/download/midas_dpt/"
+_MIDAS_V21 = "https://github.com/isl-org/MiDaS/releases/download/v2_1/"
 
 KNOWN_MODELS: list[KnownModel] = [
     KnownModel(
         card=_card("MiDaS v2.1", 384),
         config=LARGE,
         filename="midas_v21-f6b98070.pt",
-        urls=(_ALEXEYAB + "midas_v21-f6b98070.pt", "https://github.com/isl-org/MiDaS/releases/download/v2_1/midas_v21_384.pt"),
-        sha256=None,  # only the torch.hub-style prefix f6b98070 (in the file name) is published
+        urls=(_ALEXEYAB + "midas_v21-f6b98070.pt", _MIDAS_V21 + "midas_v21_384.pt"),
+        # Starts with the torch.hub hash prefix in the file name; the v2_1 re-release has the same digest.
+        sha256="f6b980704cfd7259c7cc2b058c2f160159c55e84b3b6c08331b4156a84629f70",
         license="MIT",
+        size_bytes=422_509_849,
     ),
     KnownModel(
         card=_card("MiDaS v2.1 Small", 256),
@@ -158,9 +161,10 @@ KNOWN_MODELS: list[KnownModel] = [
         filename="midas_v21_small-70d6b9c8.pt",
         urls=(
             _ALEXEYAB + "midas_v21_small-70d6b9c8.pt",
-            "https://github.com/isl-org/MiDaS/releases/download/v2_1/midas_v21_small_256.pt",
+            _MIDAS_V21 + "midas_v21_small_256.pt",
         ),
-        sha256=None,  # only the torch.hub-style prefix 70d6b9c8 (in the file name) is published
+        # Starts with the torch.hub hash prefix in the file name; the v2_1 re-release has the same digest.
+        sha256="70d6b9c891758c67f974a6097fb0c608c7ee67fb81ac3e5588847d5596d56fca",
         license="MIT",
     ),
 ]

@@ -6,10 +6,8 @@
 """
 from __future__ import annotations
 
-import math
 
 import torch
-import torch.nn.functional as F
 
 from ..camera import Pinhole
 from ..depth import Depth, distance as depth_distance

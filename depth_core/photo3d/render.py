@@ -10,7 +10,7 @@ perspective-correctly at every covered pixel. Anti-aliasing: render at `supersam
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,7 @@ def scaled_camera(camera: Pinhole, scale: float, focal_scale: float = 1.0) -> Pi
 
 def face_colors(mesh: Mesh) -> torch.Tensor:
     """[F, 3 corners * C] colours per face: the same for every frame, so a video computes it once."""
-    return mesh.colors.index_select(0, mesh.faces.reshape(-1)).view(mesh.faces.shape[0], -1)
+    return mesh.colors.index_select(0, mesh.faces.reshape(-1)).view(mesh.faces.shape[0], 3 * mesh.colors.shape[1])
 
 
 def rasterize(mesh: Mesh, camera: Pinhole, position: torch.Tensor, near: float = 1e-4,
@@ -62,6 +62,9 @@ def rasterize(mesh: Mesh, camera: Pinhole, position: torch.Tensor, near: float =
     """
     device = mesh.vertices.device
     height, width = camera.height, camera.width
+    if mesh.faces.shape[0] == 0:
+        return (torch.zeros(mesh.colors.shape[1], height, width, device=device),
+                torch.zeros(height, width, dtype=torch.bool, device=device))
     points = mesh.vertices - position.to(device=device, dtype=mesh.vertices.dtype)
     inverse_depth = -1.0 / points[:, 2]  # > 0 in front of the camera
     screen = torch.stack([points[:, 0] * inverse_depth * camera.fx + camera.cx,
@@ -111,13 +114,15 @@ def rasterize(mesh: Mesh, camera: Pinhole, position: torch.Tensor, near: float =
         _scatter_bucket(keys, members, size, planes, box_w, box_h, base_pixel, width, height)
 
     covered = keys >= 0
-    pixels = covered.nonzero().squeeze(1)
-    triangle = keys.index_select(0, pixels) & 0xFFFFFFFF
-    # Everything shading needs per face in one row, gathered once per covered pixel.
+    # Shade every pixel (an empty one borrows face 0 and is discarded): cheaper than compacting the covered ones.
+    triangle = torch.where(covered, keys & 0xFFFFFFFF, 0)
+    # Everything shading needs per face in one row, gathered once per pixel.
     per_face = torch.cat([constant, slope_x, slope_y, face_inverse, origin_x[:, None], origin_y[:, None]], 1)
     face = per_face.index_select(0, triangle)
-    pixel_x = (pixels % width).to(face.dtype) + 0.5 - face[:, 12]
-    pixel_y = torch.div(pixels, width, rounding_mode="floor").to(face.dtype) + 0.5 - face[:, 13]
+    centres_x = torch.arange(width, device=device, dtype=face.dtype).add_(0.5)
+    centres_y = torch.arange(height, device=device, dtype=face.dtype).add_(0.5)
+    pixel_x = (centres_x[None, :] - face[:, 12].view(height, width)).view(-1)
+    pixel_y = (centres_y[:, None] - face[:, 13].view(height, width)).view(-1)
     weights = torch.addcmul(torch.addcmul(face[:, 0:3], face[:, 3:6], pixel_x[:, None]), face[:, 6:9], pixel_y[:, None])
     # Perspective-correct: barycentrics weighted by each corner's inverse depth.
     weights = weights.clamp_(0, 1).mul_(face[:, 9:12])
@@ -126,9 +131,9 @@ def rasterize(mesh: Mesh, camera: Pinhole, position: torch.Tensor, near: float =
         corner_colors = face_colors(mesh)
     corner_colors = corner_colors.index_select(0, triangle).view(-1, 3, mesh.colors.shape[1])  # [P,3 corners,C]
     shaded = (weights.unsqueeze(-1) * corner_colors).sum(1)
-    image = torch.zeros(height * width, shaded.shape[1], device=device, dtype=shaded.dtype)
-    image.index_copy_(0, pixels, shaded)
-    return image.T.reshape(-1, height, width), covered.reshape(height, width)
+    # where, not a product: face 0 may be a culled face whose numbers are inf or NaN.
+    shaded = torch.where(covered[:, None], shaded, 0.0)
+    return shaded.T.reshape(-1, height, width), covered.reshape(height, width)
 
 
 def _scatter_bucket(keys: torch.Tensor, members: torch.Tensor, size: int, planes: torch.Tensor,

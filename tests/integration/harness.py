@@ -202,6 +202,28 @@ def _referenced_strings(paths: list[Path]) -> set[str]:
     return names
 
 
+SHARED_MODEL_FOLDERS = [ROOT / "shared" / "models", ROOT.parent / "shared" / "models", Path("/work/shared/models")]
+SHARED_TEST_MODELS = {"isnet-general-use-quint8.onnx": "rembg"}
+"""Real small networks from the project's shared/models folder, by file name: the models/ subfolder they go to."""
+EXTRA_TEST_MODELS: dict[str, Path] = {}
+"""Shared model files installed for this session, by file name."""
+
+
+def install_shared_models(models_dir: Path) -> dict[str, Path]:
+    """Link the shared real networks (e.g. the background-removal IS-Net) into the server's models folders, so
+    workflows that need them run offline. A missing file is left out; such workflows then fail with the node's
+    own message."""
+    folders = [Path(p) for p in os.environ.get("DEPTHTOOLKIT_SHARED_MODELS", "").split(os.pathsep) if p]
+    for name, subfolder in SHARED_TEST_MODELS.items():
+        source = next((folder / name for folder in folders + SHARED_MODEL_FOLDERS if (folder / name).is_file()), None)
+        if source is None:
+            continue
+        (models_dir / subfolder).mkdir(parents=True, exist_ok=True)
+        (models_dir / subfolder / name).symlink_to(source)
+        EXTRA_TEST_MODELS[name] = models_dir / subfolder / name
+    return dict(EXTRA_TEST_MODELS)
+
+
 def build_test_checkpoints(models_dir: Path, workflows: list[Path]) -> dict[str, Path]:
     """Random-weight checkpoints in the official key layout (the pack's loader recognises a file by its keys, so
     these go through the real loading path): the small test depth network, plus each helper network (no model card,
@@ -293,6 +315,7 @@ def comfy_server(tmp_path_factory) -> ComfyServer:
         extra_path = Path(extra).resolve()
         (base_dir / "custom_nodes" / extra_path.name).symlink_to(extra_path, target_is_directory=extra_path.is_dir())
     checkpoints = build_test_checkpoints(base_dir / "models" / "depth", workflow_paths())
+    install_shared_models(base_dir / "models")
 
     log_path = base_dir / "comfyui.log"
     process = _start_server(base_dir, free_port(), log_path)
@@ -358,6 +381,9 @@ def uploaded_images(comfy_server) -> dict[str, str]:
 
 SMALL_NETWORK_SIZE = 0 if os.environ.get("DEPTHTOOLKIT_E2E_NATIVE") else 126
 """Network input size the end-to-end runs use instead of a workflow's own (0: keep the workflow's)."""
+FAST_SETTINGS = {"frames": 6, "supersampling": 1}
+"""Pack node INT inputs lowered to at most these values in end-to-end runs: a wiring test needs a few video
+frames, not a 90-frame render, on a 2-core CPU."""
 IMAGE_LOADERS = {"LoadImage": "image", "LoadImageMask": "image", "LoadImageOutput": "image"}
 
 
@@ -383,6 +409,12 @@ def prepare_prompt(prompt: dict, object_info: dict, images: dict[str, str]) -> l
             if not spec or not isinstance(value, str):
                 continue
             options = spec[0] if isinstance(spec[0], list) else (spec[1].get("options") if len(spec) > 1 else None)
+            extra = sorted(set(options or []) & set(EXTRA_TEST_MODELS))
+            if extra:  # a choice of networks that includes a shared real one: use it
+                if value not in extra:
+                    changes.append((node_id, name, extra[0]))
+                    inputs[name] = extra[0]
+                continue
             if not options or not (set(options) & (set(KNOWN_FILE_FAMILIES) | set(CHECKPOINT_FAMILIES))):
                 continue  # not a model choice
             replacement = checkpoint_for_test_run(value)
@@ -393,6 +425,11 @@ def prepare_prompt(prompt: dict, object_info: dict, images: dict[str, str]) -> l
                             f"could be built for it (its family module is missing)")
             changes.append((node_id, name, replacement))
             inputs[name] = replacement
+        if node["class_type"].startswith(NODE_PREFIX):
+            for name, fast in FAST_SETTINGS.items():
+                if name in specs and specs[name][0] == "INT" and isinstance(inputs.get(name), int) and inputs[name] > fast:
+                    changes.append((node_id, name, fast))
+                    inputs[name] = fast
         if SMALL_NETWORK_SIZE and "custom" in str(specs.get("resolution", "")) and "custom_resolution" in specs:
             # The network's native size (518 px) costs tens of seconds per image on a shared 2-core CPU with no
             # benefit for a wiring test: run the network small instead
@@ -465,7 +502,10 @@ def check_history(server: ComfyServer, prompt: dict, entry: dict) -> dict[str, l
     found: dict[str, list[str]] = {}
     for node_id in output_nodes:
         class_type = prompt[node_id]["class_type"]
-        assert node_id in outputs, f"output node {node_id} ({class_type}) reported nothing; outputs: {list(outputs)}"
+        assert node_id in outputs, (
+            f"output node {node_id} ({class_type}) reported no ui output: whatever it saves is invisible in the "
+            f"editor and in /history (return io.NodeOutput(..., ui=...) with the saved files); nodes that did "
+            f"report: {list(outputs)}")
         for ref in files.get(node_id, []):
             base = {"output": server.output_dir, "temp": server.base_dir / "temp", "input": server.input_dir}[
                 ref.get("type", "output")]
@@ -581,6 +621,20 @@ class EditorPage:
             timeout=timeout_s * 1000)
         return self.page.evaluate(
             "(id) => window.__depthtoolkitEvents.find((event) => event.prompt_id === id)", prompt_id)
+
+    def open_dialogs(self) -> list[str]:
+        return self.page.evaluate("""() => Array.from(document.querySelectorAll('[role=dialog]'))
+            .map((dialog) => dialog.innerText.slice(0, 500))""")
+
+    def dismiss_dialogs(self) -> list[str]:
+        """Close the editor's dialogs (an error report stays open over the canvas); returns their text."""
+        texts = self.open_dialogs()
+        for _ in range(4):
+            if not self.open_dialogs():
+                break
+            self.page.keyboard.press("Escape")
+            self.page.wait_for_timeout(200)
+        return texts
 
     def fit_view(self) -> None:
         self.page.evaluate("() => window.app.extensionManager.command.execute('Comfy.Canvas.FitView')")

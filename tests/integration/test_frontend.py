@@ -14,10 +14,23 @@ def without_meta(prompt: dict) -> dict:
     return {node_id: {"class_type": node["class_type"], "inputs": node["inputs"]} for node_id, node in prompt.items()}
 
 
+def server_inputs(prompt: dict, object_info: dict) -> dict:
+    """A prompt reduced to the inputs the server's nodes declare: the editor also sends values of its own
+    frontend-only widgets (PreviewAny's preview text, Preview3D's viewer image), which the server ignores."""
+    reduced = {}
+    for node_id, node in prompt.items():
+        info = object_info.get(node["class_type"], {}).get("input", {})
+        known = {**info.get("required", {}), **info.get("optional", {})}
+        reduced[node_id] = {"class_type": node["class_type"],
+                            "inputs": {k: v for k, v in node["inputs"].items() if k in known}}
+    return reduced
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[path.stem for path in WORKFLOWS])
 def test_workflow_in_editor(editor, comfy_server, uploaded_images, screenshot_dir, path):
     workflow = load_workflow(path)
     editor.console_errors.clear()
+    editor.dismiss_dialogs()
     editor.load(workflow)
 
     nodes = editor.node_report()
@@ -30,7 +43,7 @@ def test_workflow_in_editor(editor, comfy_server, uploaded_images, screenshot_di
 
     object_info = comfy_server.object_info()
     ours = convert(workflow, object_info)
-    assert without_meta(editor.api_prompt()) == without_meta(ours), \
+    assert server_inputs(editor.api_prompt(), object_info) == server_inputs(ours, object_info), \
         "tests/integration/ui_to_api.py and the editor turn this workflow into different prompts"
 
     for node_id, name, value in prepare_prompt(ours, object_info, uploaded_images):
@@ -40,10 +53,12 @@ def test_workflow_in_editor(editor, comfy_server, uploaded_images, screenshot_di
     editor.page.wait_for_timeout(1000)  # previews load after the success message
     screenshot = screenshot_dir / f"{path.stem}.png"
     editor.page.screenshot(path=str(screenshot))
+    dialogs = editor.dismiss_dialogs()
     assert event["type"] == "execution_success", f"{event['type']}: {event['detail']}\n{comfy_server.log_tail(3000)}"
     entry = comfy_server.get_json(f"/history/{event['prompt_id']}")[event["prompt_id"]]
     check_history(comfy_server, without_meta(editor.api_prompt()), entry)
     assert not editor.console_errors, editor.console_errors
+    assert not dialogs, f"the editor showed dialogs: {dialogs}"
 
 
 def test_template_browser_lists_every_workflow(editor, comfy_server):

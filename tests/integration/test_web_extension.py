@@ -110,7 +110,9 @@ def run_graph(editor, comfy_server):
 @pytest.fixture()
 def fresh_editor(editor):
     editor.console_errors.clear()
+    editor.dismiss_dialogs()
     yield editor
+    editor.dismiss_dialogs()
     assert not editor.console_errors, editor.console_errors
 
 
