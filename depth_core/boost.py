@@ -91,7 +91,7 @@ def luminance(image: torch.Tensor) -> torch.Tensor:
 
 def sobel_magnitude(gray: torch.Tensor) -> torch.Tensor:
     """|d/dx| + |d/dy| with 3x3 Sobel kernels and mirrored borders, [H,W] -> [H,W]."""
-    x = gray[None, None].double()
+    x = gray[None, None].float()
     mode = "reflect" if min(gray.shape) > 1 else "replicate"
     x = F.pad(x, (1, 1, 1, 1), mode=mode)
     smooth = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device)

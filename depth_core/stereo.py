@@ -4,23 +4,25 @@ A view from a camera moved sideways sees every pixel shifted horizontally by its
 more and cover farther ones, and farther pixels revealed beside a near object ("disocclusions") have no source at
 all and must be filled.
 
-The kernel treats each image row as a polyline through the landing positions of its pixels (the old depthmap
-extension's best idea) and rasterizes it with exact box filtering, fully vectorized:
+The kernel treats each image row as a polyline (the old depthmap extension's best idea): every pixel is a flat box
+one pixel wide at its landing position, joined to the next pixel's box by a straight "joint". It rasterizes that
+polyline with exact box filtering, fully vectorized over all rows:
 
 * Occlusion without a z-buffer. For a view that shifts pixels to the left (the right eye), pixel i lands at
-  f_i = i - d_i. A pixel further right that lands at or left of f_i has a larger disparity, so it is nearer and hides
-  pixel i. Hence pixel i is visible exactly where f_i is below the suffix minimum of f, and the visible part of the
-  row is the monotone curve g = suffix-min(f): one `cummin` per row instead of a depth test per pixel. This holds
-  for any per-pixel disparity, so an added constant (separation, convergence) changes nothing. The left eye is the
-  mirror image of the same problem.
-* Exact area sampling. Along the visible curve every segment between two neighbouring pixels carries a colour
-  profile; an output pixel is the integral of that profile over its footprint [j - 0.5, j + 0.5], taken from a
-  prefix sum of segment areas. Integer disparities reproduce the source exactly, sub-pixel ones interpolate,
-  squeezed surfaces are averaged instead of aliased.
-* Gaps. A visible segment stretched wider than `gap_threshold` pixels is a depth discontinuity; the fill mode
-  decides what lies between its two ends. The "background" fill takes the colour of the farther end (averaged over
-  a few pixels into the background) and smooths it across neighbouring rows, so holes look like the surface behind
-  the object instead of a stretched copy of its edge.
+  f_i = i - d_i. A point further right that lands at or left of f_i has a larger disparity, so it is nearer and
+  hides pixel i. Hence the visible part of a row is where a vertex lies below the suffix minimum of all later
+  vertices: one `cummin` per row instead of a depth test per pixel. This holds for any per-pixel disparity, so an
+  added constant (separation, convergence) changes nothing. The left eye is the mirror image of the same problem.
+* Exact area sampling. An output pixel is the integral of the visible colour profile over its footprint
+  [j - 0.5, j + 0.5], read from a prefix sum of segment areas; the segment under each pixel boundary is found by
+  counting visible vertices (a scatter-add and a cumulative sum, linear time). Integer disparities reproduce the
+  source exactly, sub-pixel ones interpolate linearly, squeezed surfaces are averaged instead of aliased, and a near
+  object's edge pixel keeps its full width over the background it hides.
+* Gaps. Where two neighbouring pixels land more than `gap_threshold` pixels apart the joint is a hole (a depth
+  discontinuity; slanted surfaces stretch less); the fill mode decides what lies in it. The "background" fill
+  takes the colour of the farther side (averaged over a few pixels into the background) and smooths it over
+  neighbouring rows and columns, so holes look like the surface behind the object instead of a stretched copy of
+  its edge.
 """
 from __future__ import annotations
 

@@ -271,10 +271,13 @@ class MidasDPT(nn.Module):
 
 
 def _tolerate_missing_position_index(module: MidasDPT, state_dict: dict, prefix: str, *_: object) -> None:
-    # Re-exports made with a newer timm drop these derived (non-learned) buffers; refill them from our own.
-    for name, buffer in module.named_buffers():
-        if name.endswith("relative_position_index") and prefix + name not in state_dict:
-            state_dict[prefix + name] = buffer
+    # Re-exports made with a newer timm drop these derived (non-learned) buffers; regenerate them (not copied from
+    # the module, whose buffers may be uninitialised when it was built on the meta device and emptied).
+    for index, block in enumerate(module.pretrained.model.blocks):
+        key = f"{prefix}pretrained.model.blocks.{index}.attn.relative_position_index"
+        if key not in state_dict:
+            window = block.attn.window_size
+            state_dict[key] = beit_relative_position_index(*window).to(block.attn.relative_position_index.device)
 
 
 def build(config: MidasDPTConfig) -> MidasDPT:

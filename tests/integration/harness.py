@@ -219,7 +219,8 @@ def install_shared_models(models_dir: Path) -> dict[str, Path]:
         if source is None:
             continue
         (models_dir / subfolder).mkdir(parents=True, exist_ok=True)
-        (models_dir / subfolder / name).symlink_to(source)
+        # A copy, not a link: loaders rightly refuse a file whose real path leaves their models folder
+        shutil.copyfile(source, models_dir / subfolder / name)
         EXTRA_TEST_MODELS[name] = models_dir / subfolder / name
     return dict(EXTRA_TEST_MODELS)
 
