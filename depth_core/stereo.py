@@ -352,7 +352,7 @@ def _rasterize_rows(rows: torch.Tensor, disparity: torch.Tensor, fill: str,
     into_box = boundary - (f_i - w)
     into_joint = boundary - (f_i + w)
     b_a, b_b, b_fill = joint_weights(into_joint.clamp_min(0.0), length_i, gap_i)
-    weight_a = torch.lerp(into_box, box_i + b_a, joint_f).mul_(1.0 - left_f)      # (garbage in the left space)
+    weight_a = torch.lerp(into_box, box_i + b_a, joint_f).mul_(1.0 - left_f)      # 0 in the left space
     weight_b = b_b.mul_(joint_f)
     into_left = (boundary - far_left).clamp_min_(0.0).mul_(left_f)
     hole = (b_fill if b_fill is not None else torch.minimum(into_joint.clamp_min(0.0), length_i).mul_(gap_i))
@@ -373,9 +373,7 @@ def _rasterize_rows(rows: torch.Tensor, disparity: torch.Tensor, fill: str,
     holes = (hole_at_boundary[:, 1:] - hole_at_boundary[:, :-1]).clamp_(0.0, 1.0)
     if hole_colour is None:
         return colours, holes, None
-    # For the smoothing pass: each pixel's hole part and its colour. A pixel's hole part lies in the gap at its
-    # right boundary, or else in the one at its left boundary.
-    # A pixel's hole part belongs to the gap (or left space) its left boundary lies in, or starts right after it.
+    # For the smoothing pass: each pixel's hole fraction times its hole colour. The hole part belongs to the gap (or left space) its left boundary lies in, or starts right after it.
     return colours, holes, _gather_columns(hole_colour, fill_index[:, :-1]).mul_(holes.unsqueeze(1))
 
 

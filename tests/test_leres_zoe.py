@@ -107,9 +107,28 @@ def test_zoedepth_predicts_metres_with_padding_and_flip_averaging(zoe_n):
 
 
 def test_zoedepth_nk_routes_each_image_to_one_head(monkeypatch):
-    torch.manual_seed(1)
-    network = zoedepth.build(zoedepth.ZOE_NK).eval()
-    x = torch.randn(2, 3, 64, 64)
+    # The heads only: the BEiT core is left unbuilt (meta) and replaced by random decoder features of its shapes.
+    with torch.device("meta"):
+        network = zoedepth.build(zoedepth.ZOE_NK)
+    network = network.to_empty(device="cpu").eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+        for head in network.conditional_log_binomial.values():
+            transform = head.log_binomial_transform
+            transform.k_idx.copy_(torch.arange(transform.k_idx.numel()).view(1, -1, 1, 1))
+            transform.K_minus_1.fill_(transform.k_idx.numel() - 1)
+
+    def fake_core(x):
+        b, _, h, w = x.shape
+        features = {"l4_rn": torch.randn(b, 256, h // 32, w // 32, generator=generator),
+                    "out_conv": torch.randn(b, 32, h, w, generator=generator).relu()}
+        for level, stride in zip(("r4", "r3", "r2", "r1"), (16, 8, 4, 2)):
+            features[level] = torch.randn(b, 256, h // stride, w // stride, generator=generator)
+        return torch.rand(b, h, w, generator=generator), features
+
+    monkeypatch.setattr(network.core.core, "forward_with_intermediates", fake_core)
     calls = []
     original = network._head
 
@@ -119,5 +138,6 @@ def test_zoedepth_nk_routes_each_image_to_one_head(monkeypatch):
 
     monkeypatch.setattr(network, "_head", spy)
     with torch.inference_mode():
-        depth = network.metric_depth(x)
+        depth = network.metric_depth(torch.randn(2, 3, 64, 64))
     assert calls == ["nyu", "kitti"] and depth.shape == (2, 64, 64) and torch.isfinite(depth).all()
+    assert (depth > 0).all()

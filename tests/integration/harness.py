@@ -633,8 +633,13 @@ class EditorPage:
         for _ in range(4):
             if not self.open_dialogs():
                 break
+            # The template browser ignores Escape; every dialog has a close button
+            self.page.evaluate("""() => document.querySelectorAll(
+                '[role=dialog] .p-dialog-close-button, [role=dialog] button[aria-label=Close]')
+                .forEach((button) => button.click())""")
             self.page.keyboard.press("Escape")
-            self.page.wait_for_timeout(200)
+            self.page.wait_for_timeout(300)
+        assert not self.open_dialogs(), f"could not close the editor's dialogs: {self.open_dialogs()}"
         return texts
 
     def fit_view(self) -> None:

@@ -49,6 +49,8 @@ def test_workflow_in_editor(editor, comfy_server, uploaded_images, screenshot_di
     for node_id, name, value in prepare_prompt(ours, object_info, uploaded_images):
         editor.set_widget(node_id, name, value)
     event = editor.queue_and_wait()
+    if event["type"] != "execution_success":
+        editor.page.wait_for_timeout(1000)  # the editor opens its error report just after the message
     editor.fit_view()
     editor.page.wait_for_timeout(1000)  # previews load after the success message
     screenshot = screenshot_dir / f"{path.stem}.png"
@@ -70,11 +72,12 @@ def test_template_browser_lists_every_workflow(editor, comfy_server):
     assert sorted(listed.get(PACK_FOLDER, [])) == expected
 
     page = editor.page
+    editor.dismiss_dialogs()
     page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
     dialog = page.locator("[role=dialog]")
     dialog.get_by_text(PACK_FOLDER, exact=True).first.click()
     page.wait_for_timeout(500)
     titles = set(dialog.locator("h3").all_inner_texts())
-    page.keyboard.press("Escape")
+    editor.dismiss_dialogs()
     shown = sorted(name for name in expected if name in titles)
     assert shown == expected, f"template browser shows {sorted(titles)}"
