@@ -85,8 +85,8 @@ def main() -> None:
         start = time.perf_counter()
         merger.merge(pair, pair, 1.0)
         merge_s = time.perf_counter() - start
-    print(f"One pix2pix merge pass at 1024x1024: {merge_s:.2f} s, peak RSS +{merge_memory.added_mib:.0f} MiB; a pix2pix "
-          f"run adds about {report.merge_passes} x that = {report.merge_passes * merge_s:.0f} s")
+    print(f"One pix2pix merge pass at 1024x1024: {merge_s:.2f} s, peak RSS +{merge_memory.added_mib:.0f} MiB; "
+          f"a pix2pix run adds about {report.merge_passes} x that = {report.merge_passes * merge_s:.0f} s")
 
 
 if __name__ == "__main__":

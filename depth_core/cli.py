@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .depth import Depth, DepthKind, match_depth_to_images
+from .files import atomic_path
 from .image import image_to_uint8, numpy_to_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -87,9 +88,8 @@ def read_image(path: Path) -> torch.Tensor:
 def write_png(path: Path, image: torch.Tensor) -> Path:
     from PIL import Image
 
-    partial = path.with_name(path.name + ".part")
-    Image.fromarray(image_to_uint8(image)).save(partial, format="PNG")
-    os.replace(partial, path)
+    with atomic_path(path) as temporary:
+        Image.fromarray(image_to_uint8(image)).save(temporary, format="PNG")
     return path
 
 

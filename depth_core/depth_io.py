@@ -21,7 +21,6 @@ import io
 import json
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .depth import Depth, DepthKind, nearness  # noqa: E402
+from .files import write_bytes_atomic  # noqa: E402
 
 FORMATS = ("png16", "exr", "npy")
 EXTENSIONS = {"png16": ".png", "exr": ".exr", "npy": ".npy"}
@@ -47,20 +47,7 @@ _EXR_MAGIC = b"\x76\x2f\x31\x01"
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write bytes to `path` through a temporary file in the same folder, renamed into place when complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+    return write_bytes_atomic(path, data)
 
 
 def _metadata(depth: Depth, **extra) -> dict:

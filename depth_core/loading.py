@@ -18,6 +18,7 @@ from typing import Iterable, Mapping
 
 import torch
 
+from .files import atomic_path
 from .models.base import KnownModel
 from .progress import ProgressFn, no_progress
 
@@ -153,10 +154,9 @@ def download(url: str, destination: str | os.PathLike, expected_sha256: str | No
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + ".part")
     request = urllib.request.Request(url, headers={"User-Agent": "DepthToolkit"})
     digest = hashlib.sha256()
-    try:
+    with atomic_path(destination) as partial:
         with urllib.request.urlopen(request, timeout=timeout) as response, open(partial, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0)
             expected = (expected_sha256 or _server_sha256(response.headers) or "").lower()
@@ -172,9 +172,6 @@ def download(url: str, destination: str | os.PathLike, expected_sha256: str | No
                 f"Downloaded {destination.name} from {url} but its sha256 {actual} does not match the expected "
                 f"{expected}. The download was discarded; try again, or download it by hand."
             )
-        os.replace(partial, destination)
-    finally:
-        partial.unlink(missing_ok=True)
     return destination
 
 

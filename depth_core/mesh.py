@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 
 from .camera import DEFAULT_FOV_DEGREES, Pinhole
 from .depth import Depth, distance
+from .files import write_files_atomic
 from .image import to_rgb
 
 PROJECTIONS = ("perspective", "equirectangular")
@@ -396,34 +396,11 @@ def write_files_atomically(folder: str | os.PathLike, files: dict[str, bytes]) -
     if not folder.is_dir():
         raise ValueError(f"Cannot write the mesh: the folder {folder} does not exist or is not a folder. "
                          "Choose another filename_prefix or output folder.")
-    temporary: list[Path] = []
-    placed: list[Path] = []
     try:
-        for name, data in files.items():
-            # A plain exclusive open (not mkstemp) so the file gets the usual permissions from the umask.
-            temp_path = folder / f".{name}.{uuid.uuid4().hex[:12]}.part"
-            with open(temp_path, "xb") as stream:
-                temporary.append(temp_path)
-                stream.write(data)
-        for temp_path, name in zip(temporary, files):
-            final = folder / name
-            os.replace(temp_path, final)
-            placed.append(final)
+        placed = write_files_atomic(folder, files)
     except OSError as error:
-        for path in temporary + placed:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
         raise ValueError(f"Cannot write the mesh to {folder}: {error.strerror or error}. Check that the folder is "
                          "writable and has free space, or choose another output folder.") from error
-    except BaseException:
-        for path in temporary + placed:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
-        raise
     return [str(path) for path in placed]
 
 

@@ -10,7 +10,6 @@ import torch
 
 from depth_core.depth import DepthKind
 from depth_core.estimate import DepthEstimator
-from depth_core.loading import load_state_dict
 from depth_core.models import leres, registry, zoedepth
 
 KEYS = Path(__file__).parent / "data" / "keys"

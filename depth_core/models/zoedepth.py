@@ -222,7 +222,8 @@ class DomainRouter(nn.Module):
         tokens = F.pad(self.embedding_convPxP(x).flatten(2), (1, 0)).permute(2, 0, 1)  # S, B, E
         length, _, dim = tokens.shape
         position = torch.arange(length, dtype=torch.float32, device=x.device)[:, None]
-        frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=x.device) * (-math.log(10000.0) / dim))
+        steps = torch.arange(0, dim, 2, dtype=torch.float32, device=x.device)
+        frequency = torch.exp(steps * (-math.log(10000.0) / dim))
         angles = position * frequency[None]
         encoding = torch.cat((angles.sin(), angles.cos()), dim=1)[:, None].to(tokens.dtype)
         return self.transformer_encoder(tokens + encoding)[0]
@@ -336,7 +337,7 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> ZoeDepthConfi
     """ZOE_N, ZOE_K or ZOE_NK for a state dict in the released layout, else None."""
     if "core.core.scratch.output_conv.4.weight" not in state_dict or "conv2.weight" not in state_dict:
         return None
-    if "seed_bin_regressors.nyu._net.0.weight" in state_dict and "seed_bin_regressors.kitti._net.0.weight" in state_dict:
+    if all(f"seed_bin_regressors.{head.name}._net.0.weight" in state_dict for head in ZOE_NK.heads):
         return ZOE_NK
     attractor = state_dict.get("attractors.0._net.2.weight")
     if attractor is None or "seed_bin_regressor._net.0.weight" not in state_dict:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..files import atomic_path
 from .layers import TAG_BORDER, TAG_INPAINTED, TAG_VISIBLE, LayeredDepthImage
 from .render import Mesh
 
@@ -95,17 +95,8 @@ def layered_mesh(ldi: LayeredDepthImage) -> LayeredMesh:
 
 def _atomic_write(path: str, write) -> str:
     """Write through a temporary file in the same folder, then rename: a failure leaves no half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    suffix = os.path.splitext(path)[1]
-    handle, temporary = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=folder)
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with atomic_path(path) as temporary:
+        write(str(temporary))
     return path
 
 

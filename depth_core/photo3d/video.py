@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from fractions import Fraction
 
 import numpy as np
 import torch
 
+from ..files import atomic_path
 from ..progress import ProgressFn, no_progress
 
 VIDEO_FORMATS = ("mp4", "webm")
@@ -62,11 +62,8 @@ def write_video(frames: torch.Tensor, path: str, fps: float, video_format: str |
                                          mode="replicate").permute(0, 2, 3, 1)
         height, width = frames.shape[1:3]
     out_height, out_width = even_size(height, width)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".partial-", suffix=f".{video_format}", dir=folder)
-    os.close(handle)
-    try:
-        with av.open(temporary, mode="w", format=video_format) as container:
+    with atomic_path(path) as temporary:
+        with av.open(str(temporary), mode="w", format=video_format) as container:
             stream = container.add_stream(encoder, rate=Fraction(round(fps * 1000), 1000))
             stream.width, stream.height, stream.pix_fmt = out_width, out_height, "yuv420p"
             if encoder in ("libx264", "libvpx-vp9"):
@@ -82,9 +79,4 @@ def write_video(frames: torch.Tensor, path: str, fps: float, video_format: str |
                 progress(index + 1, total)
             for packet in stream.encode():
                 container.mux(packet)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
     return path
