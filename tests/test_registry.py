@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from depth_core.depth import DepthKind
+from depth_core.estimate import DepthEstimator
 from depth_core.loading import CorruptCheckpointError
 from depth_core.models import depth_anything_v2
 from depth_core.models.registry import DEPTH_FAMILIES, build_estimator, family_modules, identify, known_models
@@ -67,3 +68,20 @@ def test_damaged_weights_say_to_download_again(tmp_path, small_weights, damage):
     torch.save(damaged, tmp_path / "depth_anything_v2_vits.pth")
     with pytest.raises(CorruptCheckpointError, match="download it again"):
         build_estimator(tmp_path / "depth_anything_v2_vits.pth")
+
+
+def test_metric_depth_anything_files_are_not_misread_as_relative(tmp_path, small_weights):
+    path = tmp_path / "depth_anything_v2_metric_hypersim_vits.pth"
+    torch.save(small_weights, path)
+    with pytest.raises(CorruptCheckpointError, match="ZoeDepth"):
+        build_estimator(path)
+
+
+def test_skipping_random_init_gives_the_same_network(tmp_path, small_weights):
+    path = tmp_path / "depth_anything_v2_vits.pth"
+    torch.save(small_weights, path)
+    fast = build_estimator(path)
+    slow = depth_anything_v2.build(depth_anything_v2.SMALL)
+    slow.load_state_dict(small_weights, strict=True)
+    image = torch.rand(1, 3, 42, 56)
+    assert torch.allclose(fast.infer(image, (42, 56)), DepthEstimator(fast.card, slow).infer(image, (42, 56)))

@@ -53,6 +53,21 @@ def card_for(module: ModuleType, config: object, filename: str):
     return replace(by_name.card, name=Path(filename).stem)
 
 
+def build_without_initializing(module: ModuleType, config: object,
+                               state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """Build the network without its random initialization (seconds for ViT-L), which the checkpoint overwrites.
+
+    Built on the meta device then given empty storage; this is only safe when every tensor of the module comes from
+    the checkpoint, so a network with buffers the checkpoint lacks is built the ordinary way.
+    """
+    with torch.device("meta"):
+        network = module.build(config)
+    tensor_names = {name for name, _ in network.named_parameters()} | {name for name, _ in network.named_buffers()}
+    if not tensor_names <= set(state_dict):
+        return module.build(config)
+    return network.to_empty(device="cpu")
+
+
 def build_estimator(path: str | os.PathLike, device: torch.device | str = "cpu",
                     dtype: torch.dtype = torch.float32) -> DepthEstimator:
     """Load a checkpoint safely, recognise its network, load its weights strictly and return an estimator."""
@@ -71,7 +86,13 @@ def build_estimator(path: str | os.PathLike, device: torch.device | str = "cpu",
             "Choose one of those checkpoints."
         )
     module, config = found
-    network = module.build(config)
+    if module.__name__.endswith("depth_anything_v2") and "metric" in path.name.lower():
+        raise CorruptCheckpointError(
+            f"{path.name} looks like a metric Depth Anything V2 checkpoint: its weights cannot be told apart from the "
+            "relative model's, and reading it as relative depth would be wrong. Metric Depth Anything is not "
+            "supported yet; use ZoeDepth (ZoeD_M12_N/K/NK.pt) for depth in metres."
+        )
+    network = build_without_initializing(module, config, state_dict)
     try:
         network.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
