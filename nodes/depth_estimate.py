@@ -13,7 +13,9 @@ import folder_paths
 
 from ..depth_core.estimate import DepthEstimator
 from ..depth_core.loading import CHECKPOINT_EXTENSIONS, ensure_model_file
+from ..depth_core.models.pix2pix import PIX2PIX_FILENAME
 from ..depth_core.models.registry import build_estimator, known_models
+from ..depth_core.photo3d.networks import NETWORK_FILES
 from ._common import CATEGORY, DepthModelType, comfy_progress, depth_outputs, depth_picture, ready_estimator
 
 DEPTH_FOLDER = "depth"
@@ -34,11 +36,16 @@ def register_model_folders() -> None:
 register_model_folders()
 
 
+NOT_DEPTH_NETWORKS = {PIX2PIX_FILENAME, *NETWORK_FILES}
+"""Helper networks that live in models/depth/ too (BoostMerge's merge net, the 3D-photo inpainting nets)."""
+
+
 def model_choices() -> list[str]:
     """Known models first (downloaded on first use), then every other checkpoint file found on disk."""
     on_disk = [name for folder in (DEPTH_FOLDER, *LEGACY_FOLDERS) for name in folder_paths.get_filename_list(folder)]
     known = list(known_models())
-    return known + sorted(set(on_disk) - set(known))
+    others = {name for name in on_disk if os.path.basename(name) not in NOT_DEPTH_NETWORKS} - set(known)
+    return known + sorted(others)
 
 
 def model_folders() -> list[str]:

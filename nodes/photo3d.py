@@ -14,11 +14,10 @@ from ..depth_core.depth import match_depth_to_images
 from ..depth_core.image import to_rgb
 from ..depth_core.photo3d import (DEFAULT_BAND_FRACTION, DEFAULT_RELATIVE_THRESHOLD, PATH_NAMES, build_photo3d,
                                   camera_path, core_mesh_arrays, photo_distance, render_path, write_mesh)
+from ..depth_core.photo3d.networks import NETWORK_FILES
 from ..depth_core.photo3d.video import write_video
 from ._common import CATEGORY, comfy_progress, compute_device, depth_input, read_depth, to_output_device
 
-NETWORK_FILES = ("edge-model.pth", "depth-model.pth", "color-model.pth")
-"""The three networks of Shih et al. 2020 (3d-photo-inpainting), used for the hidden band when all are present."""
 
 
 def find_inpainting_networks() -> tuple[str, str, str] | None:

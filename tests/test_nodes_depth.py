@@ -101,3 +101,11 @@ def test_every_input_and_output_has_a_tooltip(pack):
         schema = node.define_schema()
         assert schema.node_id.startswith("DepthToolkit.") and schema.description
         assert all(item.tooltip for item in [*schema.inputs, *schema.outputs]), schema.node_id
+
+
+def test_helper_networks_in_the_depth_folder_are_not_offered_as_depth_models(pack, model_folders):
+    for name in ("latest_net_G.pth", "edge-model.pth", "my_own_depth.safetensors"):
+        (model_folders["depth"] / name).write_bytes(b"x")
+    choices = pack.nodes.depth_estimate.model_choices()
+    assert "my_own_depth.safetensors" in choices
+    assert "latest_net_G.pth" not in choices and "edge-model.pth" not in choices

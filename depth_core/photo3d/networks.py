@@ -22,6 +22,9 @@ import torch.nn.functional as F
 
 from ..loading import load_state_dict
 
+NETWORK_FILES = ("edge-model.pth", "depth-model.pth", "color-model.pth")
+"""The three released checkpoints, looked for in the depth model folder; used only when all are present."""
+
 UNIT = 128
 """Network inputs are padded to a multiple of this (7 stride-2 stages)."""
 
