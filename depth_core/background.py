@@ -162,11 +162,11 @@ def locate_model(choice: str, folders: Sequence[str | os.PathLike]) -> Path | No
         if known is not None:
             candidates = _candidate_paths(known, folder)
         else:
-            candidate = (folder / choice).resolve()
-            # A name from the list is relative to its folder; refuse anything that climbs out of it.
-            if folder.resolve() not in candidate.parents:
+            # A name from the list is relative to its folder; refuse anything that climbs out of it. Checked on the
+            # name, not the resolved path, so a model that is a symlink into another disk still counts.
+            if Path(choice).is_absolute() or ".." in Path(choice).parts:
                 continue
-            candidates = [candidate]
+            candidates = [folder / choice]
         for path in candidates:
             if path.is_file():
                 return path

@@ -55,6 +55,9 @@ _SHARP_HALF_WIDTH = 0.45
 _FLOAT32_PREFIX_WIDTH = 2048
 """Rows wider than this accumulate their prefix sums in float64."""
 
+_CPU_BLOCK_PIXELS = 1 << 17
+"""Pixels per block of rows warped together on CPU: small enough for the temporaries to stay in cache."""
+
 _BACKGROUND_SAMPLES = 3
 """Pixels into the background averaged for the colour of a hole: one pixel is mostly noise or a thin edge."""
 
@@ -75,41 +78,84 @@ def warp_by_disparity(images: torch.Tensor, disparity: torch.Tensor, eye: str = 
     Non-finite disparities count as 0. smoothing: radius of the background fill's smoothing in pixels; None = 1 %
     of the width (at least 1).
     """
-    if fill not in FILL_MODES:
-        raise ValueError(f"Unknown fill {fill!r}; use one of {', '.join(FILL_MODES)}.")
     if eye not in EYES:
         raise ValueError(f"Unknown eye {eye!r}; use 'left' or 'right'.")
+    values, (disparity,) = _prepare_warp(images, (disparity,), fill, gap_threshold)
+    return _warp_views(values, (disparity,), (eye == "left",), fill, gap_threshold, smoothing)[0]
+
+
+def warp_pair(images: torch.Tensor, left_disparity: torch.Tensor, right_disparity: torch.Tensor,
+              fill: str = "background", gap_threshold: float = DEFAULT_GAP_THRESHOLD,
+              smoothing: float | None = None) -> tuple[WarpResult, WarpResult]:
+    """Both eyes at once: the same as `warp_by_disparity(images, left_disparity, "left", ...)` and
+    `(..., right_disparity, "right", ...)`, computed in one batched pass (half the kernel launches, and twice the work
+    per operation to share between CPU threads)."""
+    values, disparities = _prepare_warp(images, (left_disparity, right_disparity), fill, gap_threshold)
+    left, right = _warp_views(values, disparities, (True, False), fill, gap_threshold, smoothing)
+    return left, right
+
+
+def _prepare_warp(images: torch.Tensor, disparities: tuple[torch.Tensor, ...], fill: str,
+                  gap_threshold: float) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Check the inputs of a warp; returns the images as float32/64 and each disparity as finite [B,H,W]."""
+    if fill not in FILL_MODES:
+        raise ValueError(f"Unknown fill {fill!r}; use one of {', '.join(FILL_MODES)}.")
     if images.ndim != 4:
         raise ValueError(f"images must be [B,C,H,W], got shape {tuple(images.shape)}.")
-    batch, channels, height, width = images.shape
-    if disparity.ndim == 2:
-        disparity = disparity.unsqueeze(0)
-    if disparity.shape[-2:] != (height, width) or disparity.shape[0] not in (1, batch):
-        raise ValueError(f"disparity {tuple(disparity.shape)} does not match images {tuple(images.shape)}: give one "
-                         "[H,W] map per image (or one for the whole batch) at the image's size.")
+    batch, _, height, width = images.shape
     if not math.isfinite(gap_threshold) or gap_threshold < 1.0:
         raise ValueError(f"gap_threshold must be at least 1 pixel, got {gap_threshold}.")
+    prepared = []
+    for disparity in disparities:
+        if disparity.ndim == 2:
+            disparity = disparity.unsqueeze(0)
+        if disparity.shape[-2:] != (height, width) or disparity.shape[0] not in (1, batch):
+            raise ValueError(f"disparity {tuple(disparity.shape)} does not match images {tuple(images.shape)}: give "
+                             "one [H,W] map per image (or one for the whole batch) at the image's size.")
+        prepared.append(disparity)
     if images.numel() == 0:
         raise ValueError(f"Nothing to warp: the images have shape {tuple(images.shape)}.")
     # Positions need float32 at least: half precision cannot tell pixel 2049 from 2050.
     values = images if images.dtype == torch.float64 else images.float()
-    disparity = disparity.to(device=values.device, dtype=values.dtype).expand(batch, -1, -1)
-    disparity = torch.nan_to_num(disparity, nan=0.0, posinf=0.0, neginf=0.0)
+    return values, tuple(torch.nan_to_num(d.to(device=values.device, dtype=values.dtype).expand(batch, -1, -1),
+                                          nan=0.0, posinf=0.0, neginf=0.0) for d in prepared)
+
+
+def _warp_views(values: torch.Tensor, disparities: tuple[torch.Tensor, ...], mirrored: tuple[bool, ...], fill: str,
+                gap_threshold: float, smoothing: float | None) -> list[WarpResult]:
+    """Warp `values` [B,C,H,W] once per disparity [B,H,W], all views stacked into one batch of rows."""
+    batch, channels, height, width = values.shape
+    views = len(disparities)
     if smoothing is None:
         smoothing = max(1.0, 0.01 * width)
-
-    # Rows [B*H, C, W]; the left eye is the right eye's problem seen in a mirror.
-    mirrored = eye == "left"
-    rows = values.permute(0, 2, 1, 3)
-    rows = (rows.flip(-1) if mirrored else rows.contiguous()).reshape(batch * height, channels, width)
-    row_disparity = (disparity.flip(-1) if mirrored else disparity).reshape(batch * height, width)
-    out, holes, fill_sum = _rasterize_rows(rows, row_disparity, fill, gap_threshold)
+    # Channel planes of rows [C, views*B*H, W] (per-plane gathers and broadcasts of [rows, W] weights are the fast
+    # paths on CPU); the left eye is the right eye's problem seen in a mirror.
+    planes = values.transpose(0, 1)
+    rows = torch.cat([planes.flip(-1) if flip else planes for flip in mirrored], dim=1) if views > 1 else \
+        (planes.flip(-1) if mirrored[0] else planes.contiguous())
+    row_disparity = torch.cat([d.flip(-1) if flip else d for d, flip in zip(disparities, mirrored)], dim=0)
+    rows = rows.reshape(channels, views * batch * height, width)
+    row_disparity = row_disparity.reshape(-1, width)
+    # On CPU, blocks of rows whose temporaries stay in cache are about twice as fast as the whole image at once
+    # (every operation streams its operands through memory, and each large temporary is fresh pages).
+    step = rows.shape[1] if rows.device.type != "cpu" else max(1, _CPU_BLOCK_PIXELS // width)
+    blocks = [_rasterize_rows(rows[:, start:start + step], row_disparity[start:start + step], fill, gap_threshold)
+              for start in range(0, rows.shape[1], step)]
+    if len(blocks) == 1:
+        out, holes, fill_sum = blocks[0]
+    else:
+        out = torch.cat([block[0] for block in blocks], dim=1)
+        holes = torch.cat([block[1] for block in blocks], dim=0)
+        fill_sum = torch.cat([block[2] for block in blocks], dim=1) if fill == "background" else None
     if fill == "background":
-        out.add_(_smooth_fill(fill_sum, holes, batch, height, int(round(smoothing))))
-    if mirrored:
-        out, holes = out.flip(-1), holes.flip(-1)
-    out = out.reshape(batch, height, channels, width).permute(0, 2, 1, 3)
-    return WarpResult(out, holes.reshape(batch, height, width))
+        _add_smooth_fill(out, fill_sum, holes, views * batch, height, int(round(smoothing)))
+    out = out.view(channels, views, batch, height, width)
+    holes = holes.view(views, batch, height, width)
+    results = []
+    for view, flip in enumerate(mirrored):
+        image, hole = out[:, view].transpose(0, 1), holes[view]
+        results.append(WarpResult(image.flip(-1), hole.flip(-1)) if flip else WarpResult(image, hole))
+    return results
 
 
 DEPTH_MODES: tuple[str, ...] = ("auto", "relative", "metric")
@@ -196,8 +242,7 @@ def stereo_pair(images: torch.Tensor, depth: Depth, settings: StereoSettings = S
         raise ValueError(f"Depth {depth.describe()} does not match images {tuple(images.shape)}; resize it first "
                          "(depth.match_depth_to_images).")
     left_disparity, right_disparity = eye_disparities(depth.to(images.device), images.shape[-1], settings)
-    return (warp_by_disparity(images, left_disparity, "left", fill),
-            warp_by_disparity(images, right_disparity, "right", fill))
+    return warp_pair(images, left_disparity, right_disparity, fill)
 
 
 def compose_layout(left: torch.Tensor, right: torch.Tensor, layout: str, swap_eyes: bool = False) -> torch.Tensor:
@@ -257,16 +302,16 @@ def _suffix_min(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _rasterize_rows(rows: torch.Tensor, disparity: torch.Tensor, fill: str,
                     gap_threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Warp rows [N,C,W] to the left by disparity [N,W]; see the module docstring.
+    """Warp rows given as channel planes [C,N,W] to the left by disparity [N,W]; see the module docstring.
 
     Pixel i is a flat box [f_i - w, f_i + w] (w = 0.5; 0.45 / 0 for the old polyline profiles) followed by a joint
     [f_i + w, f_{i+1} - w] to the next pixel; the joint after the last pixel is the empty space on the right, and
     the empty space left of the leftmost landing comes first. In row order the segments are numbered s = 0 (left
-    space), 2i + 1 (box i), 2i + 2 (joint i). Returns (colours [N,C,W] with holes black for the "none" and
+    space), 2i + 1 (box i), 2i + 2 (joint i). Returns (colours [C,N,W] with holes black for the "none" and
     "background" fills, hole fraction [N,W], and for "background" each pixel's hole fraction times its hole colour
-    [N,C,W], else None).
+    [C,N,W], else None).
     """
-    n_rows, channels, width = rows.shape
+    channels, n_rows, width = rows.shape
     device, dtype = rows.device, rows.dtype
     w = {"polylines_soft": 0.0, "polylines_sharp": _SHARP_HALF_WIDTH}.get(fill, 0.5)
     last = width - 1
@@ -313,25 +358,33 @@ def _rasterize_rows(rows: torch.Tensor, disparity: torch.Tensor, fill: str,
         keep = 1.0 - is_gap
         return left.mul_(keep), right.mul_(keep), s * is_gap
 
-    # Colour integrated over each pixel's box + joint, prefix-summed along the row after a zero and the left space.
-    joint_a, joint_b, _ = joint_weights(visible_joint, joint_length, gap)
+    # Everything an output boundary needs from the source sits in one table Z [N, S, W+1] (S = 3C, or 4C for the
+    # background fill), column c describing the segments of pixel c - 1: Z0 the colour integral of everything left of
+    # box c - 1 (prefix sum), Z1 = pixel c - 1, Z2 = pixel c (the joint's right end), Z3 the hole colour of joint
+    # c - 1. One gather per boundary then serves every channel and term.
     accumulate = torch.float64 if width > _FLOAT32_PREFIX_WIDTH else dtype   # float32 sums lose grey levels past that
-    prefix = torch.empty(n_rows, channels, width + 2, device=device, dtype=accumulate)
+    joint_a, joint_b, _ = joint_weights(visible_joint, joint_length, gap)
+    stacks = 4 if fill == "background" else 3
+    table = torch.empty(stacks * channels, n_rows, width + 1, device=device, dtype=accumulate)
+    prefix, here, following = (table[k * channels:(k + 1) * channels] for k in range(3))
     prefix[..., 0] = 0.0
-    if fill in ("none", "background"):   # holes stay black here; the background fill adds its colour afterwards
+    if hole_fill:   # holes stay black here; the background fill adds its colour afterwards
         prefix[..., 1] = 0.0
     else:
-        prefix[..., 1:2] = _gather_columns(rows, first_pixel) * visible_left.unsqueeze(1)
-    pair = prefix[..., 2:]
-    torch.mul(rows, (visible_box + joint_a).unsqueeze(1), out=pair)
-    pair[..., :-1].addcmul_(rows[..., 1:], joint_b[:, :-1].unsqueeze(1))
-    pair[..., -1:].addcmul_(rows[..., -1:], joint_b[:, -1:].unsqueeze(1))
-    prefix = prefix.cumsum_(-1)
-    hole_colour = None
+        prefix[..., 1:2] = _gather_columns(rows, first_pixel) * visible_left
+    if width > 1:
+        pair = prefix[..., 2:]
+        torch.mul(rows[..., :-1], (visible_box + joint_a)[:, :-1], out=pair)
+        pair.addcmul_(rows[..., 1:], joint_b[:, :-1])
+    prefix.cumsum_(-1)
+    here[..., 0] = 0.0
+    here[..., 1:] = rows
+    following[..., :-1] = rows
+    following[..., -1] = rows[..., -1]
     if fill == "background":
         # A hole's colour is its farther side: for a leftward warp a gap means f_{i+1} - f_i > 1, so
         # d_{i+1} < d_i and the right side is farther. Averaged a few pixels into it; the right edge looks left.
-        hole_colour = _hole_colours(rows, _BACKGROUND_SAMPLES)                 # joint i uses index i + 1
+        _hole_colours(rows, _BACKGROUND_SAMPLES, out=table[3 * channels:])
 
     # Locate every pixel boundary t_j = j - 0.5 (j = 0..W): it lies in segment K = the number of visible vertices
     # at or left of it. Counting vertices per boundary and a cumulative sum do this in linear time.
@@ -339,50 +392,53 @@ def _rasterize_rows(rows: torch.Tensor, disparity: torch.Tensor, fill: str,
     ones = torch.ones_like(landing)
     counts.scatter_add_(1, torch.ceil(suffix + (0.5 - w)).clamp_(0, width + 1).long(), ones)
     counts.scatter_add_(1, torch.ceil(visible_box_end + 0.5).clamp_(0, width + 1).long(), ones)
-    segment = counts.cumsum(1)[:, : width + 1].long()                           # K, [N, W+1]
-    pixel = (segment - 1).clamp_min_(0) >> 1                                     # i of box/joint K
-    left_i = 1 - segment.clamp_max(1)                                            # 1 in the left space (K = 0)
-    joint_i = 1 - (segment & 1) - left_i                                         # 1 in a joint (K even, > 0)
-    left_f, joint_f = left_i.to(dtype), joint_i.to(dtype)
-    pair_index = (segment + 1) >> 1                                               # prefix entry before K
-    params = torch.stack([landing, visible_box, joint_length, gap], dim=1)
-    picked = params.gather(2, pixel.unsqueeze(1).expand(-1, 4, -1))
-    f_i, box_i, length_i, gap_i = picked.unbind(1)
+    # Segment arithmetic in floating point (small integers, exact) rather than int64: much faster on CPU.
+    segment = counts.cumsum_(1)[:, : width + 1]                                 # K, [N, W+1]
+    half = segment.mul(0.5).floor_()
+    odd = torch.addcmul(segment, half, half.new_tensor(-2.0))                   # K mod 2: 1 in a box
+    left_f = (1.0 - segment).clamp_min_(0.0)                                     # 1 in the left space (K = 0)
+    joint_f = 1.0 - odd - left_f                                                 # 1 in a joint (K even, > 0)
+    after_segment = half + odd                                                   # (K + 1) // 2
+    pixel = (after_segment - 1.0).clamp_min_(0.0).long()                         # i of box/joint K
+    f_i, box_i, length_i, gap_i = (values.gather(1, pixel)
+                                   for values in (landing, visible_box, joint_length, gap))
     boundary = torch.arange(width + 1, device=device, dtype=dtype) - 0.5
     into_box = boundary - (f_i - w)
     into_joint = boundary - (f_i + w)
     b_a, b_b, b_fill = joint_weights(into_joint.clamp_min(0.0), length_i, gap_i)
-    weight_a = torch.lerp(into_box, box_i + b_a, joint_f).mul_(1.0 - left_f)      # 0 in the left space
+    outside = 1.0 - left_f
+    weight_a = torch.lerp(into_box, box_i + b_a, joint_f).mul_(outside)          # 0 in the left space
     weight_b = b_b.mul_(joint_f)
     into_left = (boundary - far_left).clamp_min_(0.0).mul_(left_f)
     hole = (b_fill if b_fill is not None else torch.minimum(into_joint.clamp_min(0.0), length_i).mul_(gap_i))
     hole = hole.mul(joint_f).add_(into_left)
-    index_a = pixel + left_i * first_pixel
-    fill_index = index_a + 1 - left_i                                            # into hole_colour (W+1 long)
-    index_b = fill_index.clamp_max(last)
+    # Column of Z: pixel + 1, or in the left space the leftmost visible pixel, read through Z2 (hence first_pixel).
+    column = torch.addcmul(after_segment, left_f, first_pixel.to(dtype)).long()
     if not hole_fill:
-        weight_a.add_(into_left)
-    at_boundary = _gather_columns(prefix, pair_index)
-    at_boundary.addcmul_(_gather_columns(rows, index_a), weight_a.unsqueeze(1))
-    at_boundary.addcmul_(_gather_columns(rows, index_b), weight_b.unsqueeze(1))
+        weight_b.add_(into_left)
+    picked_table = _gather_columns(table, column)
+    at_boundary = picked_table[:channels].mul_(outside)
+    at_boundary.addcmul_(picked_table[channels:2 * channels], weight_a)
+    at_boundary.addcmul_(picked_table[2 * channels:3 * channels], weight_b)
     colours = (at_boundary[..., 1:] - at_boundary[..., :-1]).to(dtype)
 
     # Hole fraction per pixel, from the same prefix idea on the gap lengths.
+    pair_index = after_segment.long()                                            # prefix entry before K
     hole_prefix = torch.cat([landing.new_zeros(n_rows, 1), visible_left, visible_joint * gap], dim=1).cumsum(1)
     hole_at_boundary = hole_prefix.gather(1, pair_index) + hole
     holes = (hole_at_boundary[:, 1:] - hole_at_boundary[:, :-1]).clamp_(0.0, 1.0)
-    if hole_colour is None:
+    if fill != "background":
         return colours, holes, None
-    # For the smoothing pass: each pixel's hole fraction times its hole colour. The hole part belongs to the gap (or left space) its left boundary lies in, or starts right after it.
-    return colours, holes, _gather_columns(hole_colour, fill_index[:, :-1]).mul_(holes.unsqueeze(1))
+    # For the smoothing pass: each pixel's hole fraction times its hole colour. The hole part belongs to the gap (or
+    # left space) its left boundary lies in, or starts right after it.
+    return colours, holes, picked_table[3 * channels:, :, :-1].to(dtype).mul_(holes)
 
 
-def _hole_colours(rows: torch.Tensor, count: int) -> torch.Tensor:
-    """[N,C,W+1]: entry i < W is the mean of `count` pixels from pixel i going right (the last pixel repeated past
-    the edge); entry W, for the space beyond the right edge, the mean of the last `count` pixels."""
+def _hole_colours(rows: torch.Tensor, count: int, out: torch.Tensor) -> torch.Tensor:
+    """Into out [C,N,W+1]: entry i < W is the mean of `count` pixels from pixel i going right (the last pixel repeated
+    past the edge); entry W, for the space beyond the right edge, the mean of the last `count` pixels."""
     width = rows.shape[-1]
     count = max(1, min(count, width))
-    out = torch.empty(rows.shape[0], rows.shape[1], width + 1, dtype=rows.dtype, device=rows.device)
     body = out[..., :width]
     body.copy_(rows)
     for step in range(1, count):
@@ -410,19 +466,28 @@ def _box_sum(values: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
     return out
 
 
-def _smooth_fill(fill_sum: torch.Tensor, holes: torch.Tensor, batch: int, height: int, radius: int) -> torch.Tensor:
-    """Hole colours averaged over a (2r+1)^2 window of hole pixels, weighted by each pixel's hole fraction, so rows
-    of background colour become a smooth surface instead of streaks. Returns holes x smoothed colour [N,C,W]."""
-    n_rows, channels, width = fill_sum.shape
-    stacked = torch.cat([fill_sum, holes.unsqueeze(1)], dim=1).view(batch, height, channels + 1, width)
-    blurred = _box_sum(_box_sum(stacked, radius, 3), radius, 1).view(n_rows, channels + 1, width)
-    smoothed = blurred[:, :-1].div_(blurred[:, -1:].clamp_min(1e-6))
-    return smoothed.mul_(holes.unsqueeze(1))
+def _add_smooth_fill(out: torch.Tensor, fill_sum: torch.Tensor, holes: torch.Tensor, batch: int, height: int,
+                     radius: int) -> None:
+    """Add to out [C,N,W] the hole colours averaged over a (2r+1)^2 window of hole pixels, weighted by each pixel's
+    hole fraction (times that fraction), so rows of background colour become a smooth surface instead of streaks.
+    fill_sum [C,N,W] (hole fraction x hole colour) is overwritten. Works one image plane at a time: a plane's box
+    sums stay in cache, several times faster on CPU than filtering the whole stack at once."""
+    for image in range(batch):
+        rows = slice(image * height, (image + 1) * height)
+        hole = holes[rows]
+        weight = _box_sum(_box_sum(hole.clone(), radius, 1), radius, 0).clamp_min_(1e-6)
+        scale = hole / weight
+        for plane, target in zip(fill_sum[:, rows], out[:, rows]):
+            target.addcmul_(_box_sum(_box_sum(plane, radius, 1), radius, 0), scale)
 
 
 def _gather_columns(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """values [N,C,W'] at per-row column indices [N,K] -> [N,C,K]."""
-    return values.gather(2, index.unsqueeze(1).expand(-1, values.shape[1], -1))
+    """Channel planes values [C,N,W'] at per-row column indices [N,K] -> [C,N,K]. One 2-D gather per plane: on CPU
+    several times faster than a single gather with the index expanded over the channels."""
+    out = values.new_empty(values.shape[0], *index.shape)
+    for plane, picked in zip(values, out):
+        torch.gather(plane, 1, index, out=picked)
+    return out
 
 
 def _exclusive_cumsum(values: torch.Tensor) -> torch.Tensor:

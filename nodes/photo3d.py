@@ -153,11 +153,14 @@ class InpaintedMeshVideo(io.ComfyNode):
             del ldi, layered
 
         all_frames = torch.cat(clips)
-        preview = None
+        # An output node must say what it wrote, or /history and the editor never show the files.
+        written = {"3d": [ui.SavedResult(os.path.basename(mesh), subfolder, io.FolderType.output)
+                          for mesh in mesh_paths]}
         if format != "none":
             video_file = f"{filename}_{counter:05}_.{format}"
             write_video(all_frames, os.path.join(folder, video_file), fps, format)
-            preview = ui.PreviewVideo([ui.SavedResult(video_file, subfolder, io.FolderType.output)])
+            written |= ui.PreviewVideo([ui.SavedResult(video_file, subfolder, io.FolderType.output)]).as_dict()
+        preview = {key: value for key, value in written.items() if value} or None
         video = InputImpl.VideoFromComponents(
             Types.VideoComponents(images=all_frames, audio=None, frame_rate=Fraction(round(fps * 1000), 1000)))
         return io.NodeOutput(to_output_device(all_frames), video, "\n".join(mesh_paths), first_mesh, ui=preview)

@@ -29,7 +29,7 @@ def test_pyproject_has_the_registry_fields():
     project, comfy = config["project"], config["tool"]["comfy"]
     assert re.fullmatch(r"[a-z][a-z0-9_.-]{0,99}", project["name"])
     assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"])
-    assert isinstance(project["license"], dict)
+    assert project["license"] == {"file": "LICENSE"} and (ROOT / "LICENSE").is_file()
     assert project["urls"]["Repository"].startswith("https://")
     assert comfy["PublisherId"] and comfy["DisplayName"]
 

@@ -4,13 +4,22 @@ and on CUDA alike.
 How it stays fast without a per-triangle loop: every triangle is projected and given its barycentric and inverse-
 depth planes relative to its own bounding-box corner (small numbers, so float32 is exact enough). Triangles are
 grouped by the size of their pixel bounding box; each group is expanded to all (triangle, pixel) candidates of that
-box size in one matrix product, and the nearest one per pixel wins a single `scatter_reduce(amax)` on a 64-bit key
-(inverse depth bits in the high word, triangle index in the low word). A last pass interpolates vertex colours
-perspective-correctly at every covered pixel. Anti-aliasing: render at `supersampling` times the size and average.
+box size, and the nearest one per pixel wins a single `scatter_reduce(amax)` on a 64-bit key (inverse depth bits in
+the high word, triangle index in the low word). Shading then evaluates only the winner at each pixel: colour times
+inverse depth and inverse depth are affine in the barycentrics, so their ratio is the perspective-correct colour.
+Anti-aliasing: render at `supersampling` times the size and average.
+
+Speed comes from the shape of a photo mesh at supersampling 2: nearly every triangle is half a pixel-grid cell whose
+box is 2x2 samples. Those are handled all at once, with no gather, against a z-buffer padded on the right and
+bottom so that no candidate needs a box test. Per-face numbers are kept planar ([quantity, F]) so every pass runs
+over contiguous memory. A video renders one mesh many times: `prepare(mesh)` keeps what does not depend on the
+camera (corner indices, colours, the z-buffer) and every frame reuses it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+import weakref
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -21,13 +30,21 @@ from .inpaint import push_pull_fill
 BUCKET_SIZES = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072,
                 4096, 6144, 8192, 12288, 16384)
 """Square pixel-box sizes triangles are grouped by (by their longer box side). Few groups means few passes over
-all triangles; nearly all triangles of a photo mesh fall into the first two."""
+all triangles; nearly all triangles of a photo mesh at supersampling 2 fall into the first one."""
+
+PADDED_BUCKETS = 2
+"""The first buckets write into a z-buffer padded by their size on the right and bottom, so their candidates need
+no per-pixel box test: one that leaves the image lands in the padding and is dropped."""
+
+PAD = BUCKET_SIZES[PADDED_BUCKETS - 1]
 
 CANDIDATES_PER_CHUNK = 1 << 22
 """(triangle, pixel) pairs evaluated at once: bounds memory to roughly 150 MB whatever the mesh."""
 
 INSIDE_TOLERANCE = 1e-5
 """Barycentric slack so pixels exactly on a shared edge are never missed by both triangles."""
+
+LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 @dataclass(frozen=True)
@@ -42,6 +59,52 @@ class Mesh:
         return Mesh(self.vertices.to(device), self.colors.to(device), self.faces.to(device))
 
 
+@dataclass
+class PreparedMesh:
+    """What rendering a mesh needs that no camera pose changes: computed once, reused by every frame."""
+
+    mesh: Mesh
+    corner_index: torch.Tensor
+    """[3F] int64: every face's first corner, then every face's second, then third (planar, for contiguous passes)."""
+    faces: torch.Tensor
+    """[F, 3] int64"""
+    colors_and_one: torch.Tensor
+    """[V, C + 1] float32: each vertex's colour and a 1; times inverse depth, the numerators and the denominator of
+    perspective-correct shading."""
+    face_index: torch.Tensor
+    """[F] int32: 0..F-1, the low word of the depth keys."""
+    _zbuffers: dict = field(default_factory=dict, repr=False)
+
+    def zbuffer(self, height: int, width: int) -> torch.Tensor:
+        """The padded key buffer for this size, reset: allocated once per size, not per frame."""
+        key = (height, width)
+        if key not in self._zbuffers:
+            self._zbuffers.clear()
+            self._zbuffers[key] = torch.empty((height + PAD) * (width + PAD), dtype=torch.int64,
+                                              device=self.mesh.vertices.device)
+        return self._zbuffers[key].fill_(-1)
+
+
+_last_prepared: tuple[weakref.ref, PreparedMesh] | None = None
+
+
+def prepare(mesh: Mesh | PreparedMesh) -> PreparedMesh:
+    """The camera-independent part of rendering `mesh`. The last mesh's is remembered, so a loop that passes the
+    same Mesh to every frame pays for it once."""
+    global _last_prepared
+    if isinstance(mesh, PreparedMesh):
+        return mesh
+    if _last_prepared is not None and _last_prepared[0]() is mesh:
+        return _last_prepared[1]
+    faces = mesh.faces.to(torch.int64).contiguous()
+    colors = mesh.colors.to(torch.float32)
+    colors_and_one = torch.cat([colors, torch.ones_like(colors[:, :1])], 1)
+    face_index = torch.arange(faces.shape[0], device=faces.device, dtype=torch.int32)
+    prepared = PreparedMesh(mesh, faces.T.reshape(-1).contiguous(), faces, colors_and_one, face_index)
+    _last_prepared = (weakref.ref(mesh), prepared)
+    return prepared
+
+
 def scaled_camera(camera: Pinhole, scale: float, focal_scale: float = 1.0) -> Pinhole:
     """The same view at `scale` times the pixel size; `focal_scale` zooms (dolly zoom) about the principal point."""
     width, height = max(1, round(camera.width * scale)), max(1, round(camera.height * scale))
@@ -50,138 +113,196 @@ def scaled_camera(camera: Pinhole, scale: float, focal_scale: float = 1.0) -> Pi
 
 
 def face_colors(mesh: Mesh) -> torch.Tensor:
-    """[F, 3 corners * C] colours per face: the same for every frame, so a video computes it once."""
+    """[F, 3 corners * C] colours per face (kept for callers that pass `corner_colors`; `prepare` supersedes it)."""
     return mesh.colors.index_select(0, mesh.faces.reshape(-1)).view(mesh.faces.shape[0], 3 * mesh.colors.shape[1])
 
 
-def rasterize(mesh: Mesh, camera: Pinhole, position: torch.Tensor, near: float = 1e-4,
+def rasterize(mesh: Mesh | PreparedMesh, camera: Pinhole, position: torch.Tensor, near: float = 1e-4,
               corner_colors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Colour [3,H,W] and coverage [H,W] (bool) of the mesh seen from a camera at `position` looking down -Z.
+    """Colour [C,H,W] and coverage [H,W] (bool) of the mesh seen from a camera at `position` looking down -Z.
 
-    corner_colors: `face_colors(mesh)`, when rendering many frames of one mesh.
+    mesh: a Mesh, or `prepare(mesh)` when rendering many frames of one mesh. corner_colors: ignored (the prepared
+    mesh holds the colours); accepted so older callers keep working.
     """
+    prepared = prepare(mesh)
+    mesh = prepared.mesh
     device = mesh.vertices.device
     height, width = camera.height, camera.width
-    if mesh.faces.shape[0] == 0:
-        return (torch.zeros(mesh.colors.shape[1], height, width, device=device),
+    channels = mesh.colors.shape[1]
+    face_count = mesh.faces.shape[0]
+    if face_count == 0:
+        return (torch.zeros(channels, height, width, device=device),
                 torch.zeros(height, width, dtype=torch.bool, device=device))
-    points = mesh.vertices - position.to(device=device, dtype=mesh.vertices.dtype)
-    inverse_depth = -1.0 / points[:, 2]  # > 0 in front of the camera
-    screen = torch.stack([points[:, 0] * inverse_depth * camera.fx + camera.cx,
-                          points[:, 1] * inverse_depth * -camera.fy + camera.cy, inverse_depth], 1)
 
-    faces = mesh.faces
-    # One row gather (index_select) per face corner: several times faster on CPU than advanced indexing.
-    corners = screen.index_select(0, faces.reshape(-1)).view(-1, 3, 3)
-    face_x, face_y, face_inverse = corners.unbind(2)
-    x_low = torch.ceil(face_x.amin(1) - 0.5).clamp_(0, width - 1)
-    x_high = torch.floor(face_x.amax(1) - 0.5).clamp_(-1, width - 1)
-    y_low = torch.ceil(face_y.amin(1) - 0.5).clamp_(0, height - 1)
-    y_high = torch.floor(face_y.amax(1) - 0.5).clamp_(-1, height - 1)
+    # Project the vertices once; faces then gather their corners in one index_select: [quantity, corner, F].
+    points = mesh.vertices.to(torch.float32) - position.to(device=device, dtype=torch.float32)
+    inverse_depth = points[:, 2].reciprocal().neg_()  # > 0 in front of the camera
+    screen = torch.stack([points[:, 0] * inverse_depth, points[:, 1] * inverse_depth, inverse_depth])
+    screen[0].mul_(camera.fx).add_(camera.cx)
+    screen[1].mul_(-camera.fy).add_(camera.cy)
+    face_x, face_y, face_inverse = screen.index_select(1, prepared.corner_index).view(3, 3, face_count).unbind(0)
+
+    x_min, x_max = torch.aminmax(face_x, dim=0)
+    y_min, y_max = torch.aminmax(face_y, dim=0)
+    inverse_min, inverse_max = torch.aminmax(face_inverse, dim=0)
+    x_low = x_min.sub_(0.5).ceil_().clamp_(0, width - 1)
+    x_high = x_max.sub_(0.5).floor_().clamp_(-1, width - 1)
+    y_low = y_min.sub_(0.5).ceil_().clamp_(0, height - 1)
+    y_high = y_max.sub_(0.5).floor_().clamp_(-1, height - 1)
+    visible = (inverse_min > 1.0 / 1e6) & (inverse_max < 1.0 / near) & (x_high >= x_low) & (y_high >= y_low)
+    box_w = (x_high - x_low).to(torch.int32).add_(1)
+    box_h = (y_high - y_low).to(torch.int32).add_(1)
+
     # Relative to the box corner pixel centre: small coordinates keep float32 barycentrics exact.
-    origin_x, origin_y = x_low + 0.5, y_low + 0.5
-    local_x, local_y = face_x - origin_x[:, None], face_y - origin_y[:, None]
-    # Edge i is opposite vertex i: (i+1) -> (i+2).
-    next_x, next_y = local_x.roll(-1, 1), local_y.roll(-1, 1)
-    last_x, last_y = local_x.roll(-2, 1), local_y.roll(-2, 1)
-    cross = next_x * last_y - last_x * next_y  # [F,3]: twice the signed area of (origin, i+1, i+2)
-    area = cross.sum(1)
-    visible = (face_inverse > 1.0 / 1e6).all(1) & (face_inverse < 1.0 / near).all(1)
-    visible &= (x_high >= x_low) & (y_high >= y_low) & (area.abs() > 1e-12)
-    inv_area = 1.0 / torch.where(visible, area, torch.ones_like(area))
-    # Barycentric w_i = constant_i + slope_x_i * x + slope_y_i * y, at offsets from the corner pixel centre.
-    constant = cross * inv_area[:, None]
-    slope_x = (next_y - last_y) * inv_area[:, None]
-    slope_y = (last_x - next_x) * inv_area[:, None]
-    planes = torch.stack([
-        torch.stack([constant[:, 0], slope_x[:, 0], slope_y[:, 0]], 1),
-        torch.stack([constant[:, 1], slope_x[:, 1], slope_y[:, 1]], 1),
-        torch.stack([(constant * face_inverse).sum(1), (slope_x * face_inverse).sum(1),
-                     (slope_y * face_inverse).sum(1)], 1),
-    ])  # [3 (w0, w1, 1/z), F, 3 (constant, x, y)]
+    origin_x, origin_y = x_low.add_(0.5), y_low.add_(0.5)
+    x0, x1, x2 = (face_x - origin_x).unbind(0)
+    y0, y1, y2 = (face_y - origin_y).unbind(0)
+    # Barycentrics w0, w1 = constant + slope_x * x + slope_y * y at offsets from the corner pixel centre (w2 is
+    # 1 - w0 - w1): twice the signed areas of (pixel, 1, 2) and (pixel, 2, 0) over twice the triangle's area.
+    cross0 = x1 * y2 - x2 * y1
+    cross1 = x2 * y0 - x0 * y2
+    area = (x0 * y1 - x1 * y0).add_(cross0).add_(cross1)
+    visible &= area.abs() > 1e-12
+    inv_area = torch.where(visible, area, 1.0).reciprocal_()
+    barycentric = torch.stack([cross0, y1 - y2, x2 - x1, cross1, y2 - y0, x0 - x2]).mul_(inv_area)  # [6, F]
+    # Inverse depth = corner 2 + w0 * (corner 0 - corner 2) + w1 * (corner 1 - corner 2): its plane [3, F].
+    inverse0, inverse1, inverse2 = face_inverse.unbind(0)
+    inverse_plane = (barycentric[0:3] * (inverse0 - inverse2)).addcmul_(barycentric[3:6], inverse1 - inverse2)
+    inverse_plane[0] += inverse2
 
-    box_w = (x_high - x_low).long() + 1
-    box_h = (y_high - y_low).long() + 1
-    sizes = torch.tensor(BUCKET_SIZES, device=device)
+    sizes = torch.tensor(BUCKET_SIZES, device=device, dtype=torch.int32)
     bucket = torch.searchsorted(sizes, torch.maximum(box_w, box_h))
-    bucket = torch.where(visible, bucket, torch.full_like(bucket, len(BUCKET_SIZES)))
-    counts = torch.bincount(bucket, minlength=len(BUCKET_SIZES) + 1)[:-1]
-    base_pixel = y_low.long() * width + x_low.long()
-    keys = torch.full((height * width,), -1, dtype=torch.int64, device=device)
-    for bucket_id in counts.nonzero().squeeze(1).tolist():
-        size = BUCKET_SIZES[bucket_id]
-        members = (bucket == bucket_id).nonzero().squeeze(1)
-        _scatter_bucket(keys, members, size, planes, box_w, box_h, base_pixel, width, height)
+    bucket = torch.where(visible, bucket, len(BUCKET_SIZES))
+    counts = torch.bincount(bucket, minlength=len(BUCKET_SIZES) + 1)[:-1].tolist()
+    padded_width = width + PAD
+    base_pixel = origin_y.to(torch.int64).mul_(padded_width).add_(origin_x.to(torch.int64))
+    keys = prepared.zbuffer(height, width)
+    if counts[0] > 0:
+        # The common case: all faces at once, no gather; faces of other buckets, and culled ones, write into the
+        # padding past the last row, which is never read.
+        dump = torch.tensor(height * padded_width + width, device=device)
+        _scatter_two_by_two(keys, barycentric, inverse_plane, torch.where(bucket == 0, base_pixel, dump),
+                            prepared.face_index, padded_width)
+    if sum(counts[1:]) > 0:
+        planes = torch.stack([barycentric[0:3], barycentric[3:6], inverse_plane])  # [3 (w0, w1, 1/z), 3 coef, F]
+        for bucket_id, count in enumerate(counts):
+            if bucket_id > 0 and count > 0:
+                members = (bucket == bucket_id).nonzero().squeeze(1)
+                _scatter_bucket(keys, members, BUCKET_SIZES[bucket_id], bucket_id < PADDED_BUCKETS, planes, box_w,
+                                box_h, base_pixel, padded_width)
 
+    keys = keys.view(height + PAD, padded_width)[:height, :width].reshape(-1)
     covered = keys >= 0
     # Shade every pixel (an empty one borrows face 0 and is discarded): cheaper than compacting the covered ones.
     triangle = torch.where(covered, keys & 0xFFFFFFFF, 0)
-    # Everything shading needs per face in one row, gathered once per pixel.
-    per_face = torch.cat([constant, slope_x, slope_y, face_inverse, origin_x[:, None], origin_y[:, None]], 1)
+    # Barycentrics of each pixel in its face, from the face's planes and box origin gathered as one row.
+    per_face = torch.cat([barycentric, origin_x[None], origin_y[None]]).T.contiguous()  # [F, 8]
     face = per_face.index_select(0, triangle)
-    centres_x = torch.arange(width, device=device, dtype=face.dtype).add_(0.5)
-    centres_y = torch.arange(height, device=device, dtype=face.dtype).add_(0.5)
-    pixel_x = (centres_x[None, :] - face[:, 12].view(height, width)).view(-1)
-    pixel_y = (centres_y[:, None] - face[:, 13].view(height, width)).view(-1)
-    weights = torch.addcmul(torch.addcmul(face[:, 0:3], face[:, 3:6], pixel_x[:, None]), face[:, 6:9], pixel_y[:, None])
-    # Perspective-correct: barycentrics weighted by each corner's inverse depth.
-    weights = weights.clamp_(0, 1).mul_(face[:, 9:12])
-    weights = weights / weights.sum(1, keepdim=True).clamp_min(1e-12)
-    if corner_colors is None:
-        corner_colors = face_colors(mesh)
-    corner_colors = corner_colors.index_select(0, triangle).view(-1, 3, mesh.colors.shape[1])  # [P,3 corners,C]
-    shaded = (weights.unsqueeze(-1) * corner_colors).sum(1)
+    centres_x = torch.arange(width, device=device, dtype=torch.float32).add_(0.5)
+    centres_y = torch.arange(height, device=device, dtype=torch.float32).add_(0.5)
+    pixel_x = (centres_x[None, :] - face[:, 6].view(height, width)).view(-1, 1)
+    pixel_y = (centres_y[:, None] - face[:, 7].view(height, width)).view(-1, 1)
+    weights = torch.addcmul(face[:, 0:6:3], face[:, 1:6:3], pixel_x).addcmul_(face[:, 2:6:3], pixel_y)  # w0, w1
+    # Perspective-correct: colour * inverse depth and inverse depth are affine in the barycentrics.
+    weighted = prepared.colors_and_one * inverse_depth[:, None]  # [V, C + 1]
+    corners = weighted.index_select(0, prepared.faces.index_select(0, triangle).view(-1)).view(-1, 3, channels + 1)
+    last = corners[:, 2]
+    values = torch.addcmul(last, weights[:, 0:1], corners[:, 0] - last).addcmul_(weights[:, 1:2], corners[:, 1] - last)
+    shaded = values[:, :channels] / values[:, channels:]
     # where, not a product: face 0 may be a culled face whose numbers are inf or NaN.
     shaded = torch.where(covered[:, None], shaded, 0.0)
-    return shaded.T.reshape(-1, height, width), covered.reshape(height, width)
+    return shaded.T.reshape(channels, height, width), covered.reshape(height, width)
 
 
-def _scatter_bucket(keys: torch.Tensor, members: torch.Tensor, size: int, planes: torch.Tensor,
-                    box_w: torch.Tensor, box_h: torch.Tensor, base_pixel: torch.Tensor, width: int, height: int) -> None:
+def _candidate_values(plane: torch.Tensor) -> torch.Tensor:
+    """[4, F] values of planes [3 (constant, x, y), F] at the 2x2 offsets (0,0), (1,0), (0,1), (1,1)."""
+    constant, slope_x, slope_y = plane.unbind(0)
+    values = torch.empty(4, plane.shape[1], device=plane.device, dtype=plane.dtype)
+    values[0] = constant
+    torch.add(constant, slope_x, out=values[1])
+    torch.add(constant, slope_y, out=values[2])
+    torch.add(values[1], slope_y, out=values[3])
+    return values
+
+
+def _depth_keys(inverse_depth: torch.Tensor, face_index: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
+    """int64 keys: inverse depth bits (> 0 is an ordered int32 pattern) in the high word, the face in the low one,
+    so the nearest face is the largest key and the face index breaks ties; -1 where outside."""
+    if LITTLE_ENDIAN:
+        # Written as two int32 words (low word first): one copy per word instead of a widening and two int64 passes.
+        words = torch.empty(*inverse_depth.shape, 2, device=inverse_depth.device, dtype=torch.int32)
+        words[..., 1] = inverse_depth.view(torch.int32)
+        words[..., 0] = face_index
+        key = words.view(torch.int64).squeeze(-1)
+    else:
+        key = inverse_depth.view(torch.int32).to(torch.int64).mul_(1 << 32).add_(face_index)
+    return key.masked_fill_(outside, -1)
+
+
+def _scatter_two_by_two(keys: torch.Tensor, barycentric: torch.Tensor, inverse_plane: torch.Tensor,
+                        base_pixel: torch.Tensor, face_index: torch.Tensor, padded_width: int) -> None:
+    w0 = _candidate_values(barycentric[0:3])
+    w1 = _candidate_values(barycentric[3:6])
+    outside = torch.minimum(w0, w1) < -INSIDE_TOLERANCE
+    outside |= w0.add_(w1) > 1.0 + INSIDE_TOLERANCE
+    key = _depth_keys(_candidate_values(inverse_plane), face_index, outside)
+    offsets = torch.tensor([0, 1, padded_width, padded_width + 1], device=keys.device)
+    pixel = base_pixel + offsets[:, None]
+    keys.scatter_reduce_(0, pixel.view(-1), key.view(-1), reduce="amax")
+
+
+def _scatter_bucket(keys: torch.Tensor, members: torch.Tensor, size: int, padded: bool,
+                    planes: torch.Tensor, box_w: torch.Tensor, box_h: torch.Tensor, base_pixel: torch.Tensor,
+                    padded_width: int) -> None:
+    """General path: the faces `members` of one box size, their (face, pixel) candidates in chunks."""
     device = keys.device
     offset_x = torch.arange(size, device=device).repeat(size)
     offset_y = torch.arange(size, device=device).repeat_interleave(size)
     basis = torch.stack([torch.ones_like(offset_x), offset_x, offset_y]).to(planes.dtype)  # [3, K]
-    linear_offset = offset_y * width + offset_x
+    linear_offset = offset_y * padded_width + offset_x
     per_chunk = max(1, CANDIDATES_PER_CHUNK // (size * size))
-    for chunk_start in range(0, members.numel(), per_chunk):
-        chunk = members[chunk_start:chunk_start + per_chunk]
-        chunk_planes = planes.index_select(1, chunk)
-        w0 = chunk_planes[0] @ basis
-        w1 = chunk_planes[1] @ basis
-        inverse_depth = chunk_planes[2] @ basis
-        inside = (w0 >= -INSIDE_TOLERANCE) & (w1 >= -INSIDE_TOLERANCE) & ((w0 + w1) <= 1.0 + INSIDE_TOLERANCE)
-        # The box test also keeps triangles that stick out of the image from wrapping onto the next row.
-        inside &= (offset_x[None, :] < box_w.index_select(0, chunk)[:, None]) & \
-                  (offset_y[None, :] < box_h.index_select(0, chunk)[:, None])
-        # Inverse depth > 0 is an ordered int32 bit pattern: nearest = largest key; the face index breaks ties.
-        key = (inverse_depth.view(torch.int32).to(torch.int64) << 32) | chunk[:, None]
-        key = torch.where(inside, key, -1)
-        pixel = (base_pixel.index_select(0, chunk)[:, None] + linear_offset[None, :]).clamp_(0, width * height - 1)
-        keys.scatter_reduce_(0, pixel.flatten(), key.flatten(), reduce="amax")
+    for start in range(0, members.numel(), per_chunk):
+        chunk = members[start:start + per_chunk]
+        chunk_planes = planes.index_select(2, chunk).permute(2, 0, 1).reshape(-1, 3)  # [n * 3, 3 coef]
+        w0, w1, inverse_depth = (chunk_planes @ basis).view(-1, 3, size * size).unbind(1)
+        outside = (w0 < -INSIDE_TOLERANCE) | (w1 < -INSIDE_TOLERANCE) | ((w0 + w1) > 1.0 + INSIDE_TOLERANCE)
+        if not padded:
+            # The box test keeps triangles that stick out of the image from wrapping onto the next row.
+            outside |= (offset_x[None, :] >= box_w.index_select(0, chunk)[:, None]) | \
+                       (offset_y[None, :] >= box_h.index_select(0, chunk)[:, None])
+        key = _depth_keys(inverse_depth.contiguous(), chunk.to(torch.int32)[:, None], outside)
+        pixel = base_pixel.index_select(0, chunk)[:, None] + linear_offset[None, :]
+        if not padded:
+            pixel.clamp_(0, keys.numel() - 1)
+        keys.scatter_reduce_(0, pixel.view(-1), key.view(-1), reduce="amax")
 
 
-def render_frame(mesh: Mesh, camera: Pinhole, position: torch.Tensor, supersampling: int = 1,
+def render_frame(mesh: Mesh | PreparedMesh, camera: Pinhole, position: torch.Tensor, supersampling: int = 1,
                  focal_scale: float = 1.0, fill_holes: bool = True,
                  corner_colors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One anti-aliased frame: (image [3,H,W] 0..1, coverage [H,W] float 0..1) at the camera's size.
 
     Pixels no triangle covers (a camera that leaves the scene) are filled from their surroundings when
-    `fill_holes`, so every frame is complete.
+    `fill_holes`, so every frame is complete. Pass `prepare(mesh)` when rendering many frames of one mesh
+    (a plain Mesh passed again is recognised too); corner_colors is ignored, kept for older callers.
     """
     if supersampling < 1:
         raise ValueError(f"supersampling must be at least 1, got {supersampling}.")
+    prepared = prepare(mesh)
     render_camera = scaled_camera(camera, supersampling, focal_scale)
-    image, covered = rasterize(mesh, render_camera, position, corner_colors=corner_colors)
+    image, covered = rasterize(prepared, render_camera, position)
     coverage = covered.to(image.dtype)
     if supersampling > 1:
         image = F.adaptive_avg_pool2d((image * coverage)[None], (camera.height, camera.width))[0]
         coverage = F.adaptive_avg_pool2d(coverage[None, None], (camera.height, camera.width))[0, 0]
         image = image / coverage.clamp_min(1e-6)
     if fill_holes:
-        if bool((coverage > 0).any()):
-            image = push_pull_fill(image, coverage > 0)
-        elif mesh.colors.shape[0] > 0:
+        known = coverage > 0
+        if bool(known.all()):
+            pass  # the usual frame: nothing to fill
+        elif bool(known.any()):
+            image = push_pull_fill(image, known)
+        elif prepared.mesh.colors.shape[0] > 0:
             # Nothing in view (or a mesh without triangles, e.g. a one-pixel photo): the scene's average colour.
-            image = mesh.colors.mean(0)[:, None, None].expand_as(image).clone()
+            image = prepared.mesh.colors.mean(0)[:, None, None].expand_as(image).clone()
     return image.clamp(0, 1), coverage

@@ -341,11 +341,6 @@ def comfy_server(tmp_path_factory) -> ComfyServer:
             shutil.rmtree(base_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def pack_node_ids(comfy_server) -> list[str]:
-    return sorted(name for name in comfy_server.object_info() if name.startswith(NODE_PREFIX))
-
-
 def png_bytes(array) -> bytes:
     from PIL import Image
 
@@ -633,10 +628,11 @@ class EditorPage:
         for _ in range(4):
             if not self.open_dialogs():
                 break
-            # The template browser ignores Escape; every dialog has a close button
-            self.page.evaluate("""() => document.querySelectorAll(
-                '[role=dialog] .p-dialog-close-button, [role=dialog] button[aria-label=Close]')
-                .forEach((button) => button.click())""")
+            # The template browser ignores Escape; every dialog has a close button (an "x" icon)
+            self.page.evaluate("""() => document.querySelectorAll('[role=dialog] button').forEach((button) => {
+                if (button.matches('.p-dialog-close-button, [aria-label=Close]') || button.querySelector('.pi-times'))
+                    button.click();
+            })""")
             self.page.keyboard.press("Escape")
             self.page.wait_for_timeout(300)
         assert not self.open_dialogs(), f"could not close the editor's dialogs: {self.open_dialogs()}"
