@@ -9,6 +9,7 @@ from comfy_api.latest import io
 
 import comfy.model_management
 import comfy.utils
+import folder_paths
 
 from ..depth_core.depth import Depth, as_depth, depth_to_image
 from ..depth_core.progress import ProgressFn
@@ -74,3 +75,15 @@ def ready_estimator(depth_model):
     model management (which may first unload other models to make room)."""
     comfy.model_management.load_models_gpu([depth_model.patcher])
     return depth_model.estimator
+
+
+def output_paths(filename_prefix: str, width: int, height: int,
+                 base_folder: str | None = None) -> tuple[str, str, int, str]:
+    """(folder, filename, counter, subfolder) for new files under ComfyUI's naming, in the output folder (or
+    `base_folder`), with an error that says what to do when the prefix points somewhere unusable."""
+    try:
+        return folder_paths.get_save_image_path(filename_prefix, base_folder or folder_paths.get_output_directory(),
+                                                width, height)[:4]
+    except OSError as error:
+        raise ValueError(f"Cannot use the output folder for filename_prefix {filename_prefix!r}: "
+                         f"{error.strerror or error}. Choose another filename_prefix.") from error

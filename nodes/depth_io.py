@@ -12,7 +12,7 @@ from comfy_api.latest import io, ui
 from ..depth_core.depth import DepthKind, depth_to_image
 from ..depth_core.depth_io import (EXTENSIONS, READABLE_EXTENSIONS, encode_depth_files, load_depth,
                                    opencv_writes_exr, write_depth_files)
-from ._common import CATEGORY, depth_input, depth_outputs, depth_picture, read_depth
+from ._common import CATEGORY, depth_input, depth_outputs, depth_picture, output_paths, read_depth
 
 NORMALIZE_OPTIONS = {"per image": "per_image", "whole batch": "batch", "keep 0..1 values": "none"}
 KIND_OPTIONS = {"from file": None, "relative inverse depth": DepthKind.RELATIVE_INVERSE,
@@ -75,8 +75,7 @@ class SaveDepth(io.ComfyNode):
                 texts[key] = json.dumps(content)
         files = encode_depth_files(value, format, NORMALIZE_OPTIONS[normalize], invert, texts)
         height, width = value.size
-        folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
-            filename_prefix, folder_paths.get_output_directory(), width, height)
+        folder, filename, counter, subfolder = output_paths(filename_prefix, width, height)
         names = [f"{filename.replace('%batch_num%', str(i))}_{counter + i:05}_{EXTENSIONS[format]}"
                  for i in range(len(files))]
         write_depth_files([Path(folder) / name for name in names], files)

@@ -7,14 +7,13 @@ import os
 import torch
 from comfy_api.latest import Types, io
 
-import folder_paths
 
 from ..depth_core.camera import DEFAULT_FOV_DEGREES
 from ..depth_core.depth import match_depth_to_images
 from ..depth_core.image import to_rgb
 from ..depth_core.mesh import (DEFAULT_DISCONTINUITY_THRESHOLD, DEFAULT_RESOLUTION, FORMATS, PROJECTIONS, DepthMesh,
                                depth_to_mesh, save_mesh)
-from ._common import CATEGORY, comfy_progress, compute_device, depth_input, read_depth
+from ._common import CATEGORY, comfy_progress, compute_device, depth_input, output_paths, read_depth
 
 DEFAULT_FILENAME_PREFIX = "3d/depth_mesh"
 
@@ -51,14 +50,6 @@ def _mesh_batch(meshes: list[DepthMesh]) -> Types.MESH:
         arguments["vertex_counts"] = torch.tensor(vertex_counts)
         arguments["face_counts"] = torch.tensor(face_counts)
     return Types.MESH(**arguments)
-
-
-def _output_paths(filename_prefix: str, width: int, height: int) -> tuple[str, str, int, str]:
-    try:
-        return folder_paths.get_save_image_path(filename_prefix, folder_paths.get_output_directory(), width, height)[:4]
-    except OSError as error:
-        raise ValueError(f"Cannot use the output folder for filename_prefix {filename_prefix!r}: "
-                         f"{error.strerror or error}. Choose another filename_prefix.") from error
 
 
 class MeshExport(io.ComfyNode):
@@ -128,7 +119,7 @@ class MeshExport(io.ComfyNode):
         images = to_rgb(image).float().cpu()
         batch, height, width = images.shape[:3]
         depth = match_depth_to_images(read_depth(depth).to("cpu"), batch, (height, width))
-        folder, filename, counter, subfolder = _output_paths(filename_prefix, width, height)
+        folder, filename, counter, subfolder = output_paths(filename_prefix, width, height)
 
         # Build every mesh before writing any file, so bad settings for one item leave no partial batch behind.
         progress = comfy_progress(2 * batch)

@@ -16,7 +16,7 @@ from ..depth_core.photo3d import (DEFAULT_BAND_FRACTION, DEFAULT_RELATIVE_THRESH
                                   camera_path, core_mesh_arrays, photo_distance, render_path, write_mesh)
 from ..depth_core.photo3d.networks import NETWORK_FILES
 from ..depth_core.photo3d.video import write_video
-from ._common import CATEGORY, comfy_progress, compute_device, depth_input, read_depth, to_output_device
+from ._common import CATEGORY, comfy_progress, compute_device, depth_input, output_paths, read_depth, to_output_device
 
 
 
@@ -31,14 +31,6 @@ def find_inpainting_networks() -> tuple[str, str, str] | None:
             return None
         paths.append(path)
     return tuple(paths)
-
-
-def _save_paths(filename_prefix: str, width: int, height: int) -> tuple[str, str, int, str]:
-    try:
-        return folder_paths.get_save_image_path(filename_prefix, folder_paths.get_output_directory(), width, height)[:4]
-    except OSError as error:
-        raise ValueError(f"Cannot use the output folder for filename_prefix {filename_prefix!r}: "
-                         f"{error.strerror or error}. Choose another filename_prefix.") from error
 
 
 class InpaintedMeshVideo(io.ComfyNode):
@@ -128,7 +120,7 @@ class InpaintedMeshVideo(io.ComfyNode):
 
             inpainter = load_context_aware_inpainter(*networks, device=device)
 
-        folder, filename, counter, subfolder = _save_paths(filename_prefix, width, height)
+        folder, filename, counter, subfolder = output_paths(filename_prefix, width, height)
         progress = comfy_progress(batch * (frames + 1))
         clips, mesh_paths, first_mesh = [], [], None
         for index in range(batch):
