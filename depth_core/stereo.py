@@ -123,38 +123,42 @@ def _prepare_warp(images: torch.Tensor, disparities: tuple[torch.Tensor, ...], f
 
 def _warp_views(values: torch.Tensor, disparities: tuple[torch.Tensor, ...], mirrored: tuple[bool, ...], fill: str,
                 gap_threshold: float, smoothing: float | None) -> list[WarpResult]:
-    """Warp `values` [B,C,H,W] once per disparity [B,H,W], all views stacked into one batch of rows."""
+    """Warp `values` [B,C,H,W] once per disparity [B,H,W] (mirrored: that view moves pixels right)."""
     batch, channels, height, width = values.shape
     views = len(disparities)
     if smoothing is None:
         smoothing = max(1.0, 0.01 * width)
-    # Channel planes of rows [C, views*B*H, W] (per-plane gathers and broadcasts of [rows, W] weights are the fast
-    # paths on CPU); the left eye is the right eye's problem seen in a mirror.
-    planes = values.transpose(0, 1)
-    rows = torch.cat([planes.flip(-1) if flip else planes for flip in mirrored], dim=1) if views > 1 else \
-        (planes.flip(-1) if mirrored[0] else planes.contiguous())
-    row_disparity = torch.cat([d.flip(-1) if flip else d for d, flip in zip(disparities, mirrored)], dim=0)
-    rows = rows.reshape(channels, views * batch * height, width)
-    row_disparity = row_disparity.reshape(-1, width)
-    # On CPU, blocks of rows whose temporaries stay in cache are about twice as fast as the whole image at once
-    # (every operation streams its operands through memory, and each large temporary is fresh pages).
-    step = rows.shape[1] if rows.device.type != "cpu" else max(1, _CPU_BLOCK_PIXELS // width)
-    blocks = [_rasterize_rows(rows[:, start:start + step], row_disparity[start:start + step], fill, gap_threshold)
-              for start in range(0, rows.shape[1], step)]
-    if len(blocks) == 1:
-        out, holes, fill_sum = blocks[0]
-    else:
-        out = torch.cat([block[0] for block in blocks], dim=1)
-        holes = torch.cat([block[1] for block in blocks], dim=0)
-        fill_sum = torch.cat([block[2] for block in blocks], dim=1) if fill == "background" else None
-    if fill == "background":
-        _add_smooth_fill(out, fill_sum, holes, views * batch, height, int(round(smoothing)))
-    out = out.view(channels, views, batch, height, width)
-    holes = holes.view(views, batch, height, width)
+    # Rows as channel planes [C, rows, W] (per-plane gathers and broadcasts of [rows, W] weights are the fast paths
+    # on CPU); the left eye is the right eye's problem seen in a mirror. On CPU, blocks of rows whose temporaries stay
+    # in cache are about twice as fast as the whole image at once (every operation streams its operands through
+    # memory, and each large temporary is fresh pages); on CUDA one block holds the whole image.
+    n_rows = batch * height
+    step = n_rows if values.device.type != "cpu" else max(1, _CPU_BLOCK_PIXELS // width)
+    planes = values.transpose(0, 1).reshape(channels, n_rows, width)
+    out = values.new_empty(channels, views, n_rows, width)
+    holes = values.new_empty(views, n_rows, width)
+    fill_sum = values.new_empty(channels, views, n_rows, width) if fill == "background" else None
+    for view, (disparity, flip) in enumerate(zip(disparities, mirrored)):
+        disparity = disparity.reshape(n_rows, width)
+        for start in range(0, n_rows, step):
+            block = slice(start, min(n_rows, start + step))
+            rows, row_disparity = planes[:, block], disparity[block]
+            if flip:
+                rows, row_disparity = rows.flip(-1), row_disparity.flip(-1)
+            # Mirrored views stay mirrored until the end: their blocks are written straight into the result.
+            _rasterize_rows(rows, row_disparity, fill, gap_threshold,
+                            out=(out[:, view, block], holes[view, block],
+                                 None if fill_sum is None else fill_sum[:, view, block]))
     results = []
     for view, flip in enumerate(mirrored):
-        image, hole = out[:, view].transpose(0, 1), holes[view]
-        results.append(WarpResult(image.flip(-1), hole.flip(-1)) if flip else WarpResult(image, hole))
+        view_out, view_holes = out[:, view], holes[view]
+        if fill_sum is not None:   # the box smoothing is symmetric: mirrored or not makes no difference
+            _add_smooth_fill(view_out, fill_sum[:, view], view_holes, batch, height, int(round(smoothing)),
+                             whole_stack=values.device.type != "cpu")
+        if flip:
+            view_out, view_holes = view_out.flip(-1), view_holes.flip(-1)
+        results.append(WarpResult(view_out.view(channels, batch, height, width).transpose(0, 1),
+                                  view_holes.view(batch, height, width)))
     return results
 
 
@@ -300,8 +304,9 @@ def _suffix_min(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return reversed_min.flip(-1), (width - 1) - reversed_index.flip(-1)
 
 
-def _rasterize_rows(rows: torch.Tensor, disparity: torch.Tensor, fill: str,
-                    gap_threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _rasterize_rows(rows: torch.Tensor, disparity: torch.Tensor, fill: str, gap_threshold: float,
+                    out: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Warp rows given as channel planes [C,N,W] to the left by disparity [N,W]; see the module docstring.
 
     Pixel i is a flat box [f_i - w, f_i + w] (w = 0.5; 0.45 / 0 for the old polyline profiles) followed by a joint
@@ -309,7 +314,7 @@ def _rasterize_rows(rows: torch.Tensor, disparity: torch.Tensor, fill: str,
     the empty space left of the leftmost landing comes first. In row order the segments are numbered s = 0 (left
     space), 2i + 1 (box i), 2i + 2 (joint i). Returns (colours [C,N,W] with holes black for the "none" and
     "background" fills, hole fraction [N,W], and for "background" each pixel's hole fraction times its hole colour
-    [C,N,W], else None).
+    [C,N,W], else None), written into `out` when given (saves a copy of every result).
     """
     channels, n_rows, width = rows.shape
     device, dtype = rows.device, rows.dtype
@@ -358,15 +363,14 @@ def _rasterize_rows(rows: torch.Tensor, disparity: torch.Tensor, fill: str,
         keep = 1.0 - is_gap
         return left.mul_(keep), right.mul_(keep), s * is_gap
 
-    # Everything an output boundary needs from the source sits in one table Z [N, S, W+1] (S = 3C, or 4C for the
-    # background fill), column c describing the segments of pixel c - 1: Z0 the colour integral of everything left of
-    # box c - 1 (prefix sum), Z1 = pixel c - 1, Z2 = pixel c (the joint's right end), Z3 the hole colour of joint
-    # c - 1. One gather per boundary then serves every channel and term.
+    # What an output boundary needs from the source, by column c (describing the segments of pixel c - 1): the
+    # colour integral of everything left of box c - 1 (prefix sum), pixel c - 1, pixel c (the joint's right end) and,
+    # for the background fill, the hole colour of joint c - 1. Prefix and hole colour share one table [S, N, W+1].
     accumulate = torch.float64 if width > _FLOAT32_PREFIX_WIDTH else dtype   # float32 sums lose grey levels past that
     joint_a, joint_b, _ = joint_weights(visible_joint, joint_length, gap)
-    stacks = 4 if fill == "background" else 3
+    stacks = 2 if fill == "background" else 1
     table = torch.empty(stacks * channels, n_rows, width + 1, device=device, dtype=accumulate)
-    prefix, here, following = (table[k * channels:(k + 1) * channels] for k in range(3))
+    prefix = table[:channels]
     prefix[..., 0] = 0.0
     if hole_fill:   # holes stay black here; the background fill adds its colour afterwards
         prefix[..., 1] = 0.0
@@ -377,14 +381,10 @@ def _rasterize_rows(rows: torch.Tensor, disparity: torch.Tensor, fill: str,
         torch.mul(rows[..., :-1], (visible_box + joint_a)[:, :-1], out=pair)
         pair.addcmul_(rows[..., 1:], joint_b[:, :-1])
     prefix.cumsum_(-1)
-    here[..., 0] = 0.0
-    here[..., 1:] = rows
-    following[..., :-1] = rows
-    following[..., -1] = rows[..., -1]
     if fill == "background":
         # A hole's colour is its farther side: for a leftward warp a gap means f_{i+1} - f_i > 1, so
         # d_{i+1} < d_i and the right side is farther. Averaged a few pixels into it; the right edge looks left.
-        _hole_colours(rows, _BACKGROUND_SAMPLES, out=table[3 * channels:])
+        _hole_colours(rows, _BACKGROUND_SAMPLES, out=table[channels:])
 
     # Locate every pixel boundary t_j = j - 0.5 (j = 0..W): it lies in segment K = the number of visible vertices
     # at or left of it. Counting vertices per boundary and a cumulative sum do this in linear time.
@@ -417,21 +417,28 @@ def _rasterize_rows(rows: torch.Tensor, disparity: torch.Tensor, fill: str,
     if not hole_fill:
         weight_b.add_(into_left)
     picked_table = _gather_columns(table, column)
+    source = rows if accumulate == dtype else rows.to(accumulate)
     at_boundary = picked_table[:channels].mul_(outside)
-    at_boundary.addcmul_(picked_table[channels:2 * channels], weight_a)
-    at_boundary.addcmul_(picked_table[2 * channels:3 * channels], weight_b)
-    colours = (at_boundary[..., 1:] - at_boundary[..., :-1]).to(dtype)
+    at_boundary.addcmul_(_gather_columns(source, (column - 1).clamp_min_(0)), weight_a)   # 0 in the left space
+    at_boundary.addcmul_(_gather_columns(source, column.clamp_max(last)), weight_b)
+    colours_out, holes_out, fill_out = out if out is not None and accumulate == dtype else (None, None, None)
+    colours = torch.sub(at_boundary[..., 1:], at_boundary[..., :-1], out=colours_out).to(dtype)
 
     # Hole fraction per pixel, from the same prefix idea on the gap lengths.
     pair_index = after_segment.long()                                            # prefix entry before K
     hole_prefix = torch.cat([landing.new_zeros(n_rows, 1), visible_left, visible_joint * gap], dim=1).cumsum(1)
     hole_at_boundary = hole_prefix.gather(1, pair_index) + hole
-    holes = (hole_at_boundary[:, 1:] - hole_at_boundary[:, :-1]).clamp_(0.0, 1.0)
-    if fill != "background":
-        return colours, holes, None
-    # For the smoothing pass: each pixel's hole fraction times its hole colour. The hole part belongs to the gap (or
-    # left space) its left boundary lies in, or starts right after it.
-    return colours, holes, picked_table[3 * channels:, :, :-1].to(dtype).mul_(holes)
+    holes = torch.sub(hole_at_boundary[:, 1:], hole_at_boundary[:, :-1], out=holes_out).clamp_(0.0, 1.0)
+    fill_sum = None
+    if fill == "background":
+        # For the smoothing pass: each pixel's hole fraction times its hole colour. The hole part belongs to the gap
+        # (or left space) its left boundary lies in, or starts right after it.
+        fill_sum = torch.mul(picked_table[channels:, :, :-1].to(dtype), holes, out=fill_out)
+    if out is not None and accumulate != dtype:
+        for result, target in zip((colours, holes, fill_sum), out):
+            if target is not None:
+                target.copy_(result)
+    return colours, holes, fill_sum
 
 
 def _hole_colours(rows: torch.Tensor, count: int, out: torch.Tensor) -> torch.Tensor:
@@ -467,11 +474,17 @@ def _box_sum(values: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
 
 
 def _add_smooth_fill(out: torch.Tensor, fill_sum: torch.Tensor, holes: torch.Tensor, batch: int, height: int,
-                     radius: int) -> None:
+                     radius: int, whole_stack: bool) -> None:
     """Add to out [C,N,W] the hole colours averaged over a (2r+1)^2 window of hole pixels, weighted by each pixel's
     hole fraction (times that fraction), so rows of background colour become a smooth surface instead of streaks.
     fill_sum [C,N,W] (hole fraction x hole colour) is overwritten. Works one image plane at a time: a plane's box
     sums stay in cache, several times faster on CPU than filtering the whole stack at once."""
+    if whole_stack:   # one pass over the whole stack: few large kernels suit a GPU
+        weight = _box_sum(_box_sum(holes.reshape(batch, height, -1).clone(), radius, 2), radius, 1)
+        scale = holes / weight.reshape(holes.shape).clamp_min_(1e-6)
+        stack = fill_sum.reshape(-1, batch, height, fill_sum.shape[-1])
+        out.addcmul_(_box_sum(_box_sum(stack, radius, 3), radius, 2).reshape(out.shape), scale)
+        return
     for image in range(batch):
         rows = slice(image * height, (image + 1) * height)
         hole = holes[rows]

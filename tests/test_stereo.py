@@ -9,7 +9,7 @@ import torch
 
 from depth_core.depth import Depth, DepthKind
 from depth_core.stereo import (FILL_MODES, LAYOUTS, StereoSettings, compose_layout, eye_disparities,
-                               fill_invalid_along_rows, stereo_pair, warp_by_disparity)
+                               fill_invalid_along_rows, stereo_pair, warp_by_disparity, warp_pair)
 
 BOX_FILLS = ("none", "nearest", "interpolate", "background")
 """Fills that treat pixels as boxes: integer shifts reproduce the source exactly."""
@@ -207,6 +207,48 @@ def test_constant_and_non_finite_depth_give_a_valid_pair():
     broken[0, 5, 6] = float("inf")
     left, right = stereo_pair(image, relative(broken), StereoSettings(divergence=-3.0))
     assert torch.isfinite(left.images).all() and torch.isfinite(right.images).all()
+
+
+@pytest.mark.parametrize("fill", FILL_MODES)
+def test_warp_pair_matches_one_warp_per_eye_and_blocks_of_rows_change_nothing(fill, monkeypatch):
+    image = textured(height=23, width=30, seed=4).expand(2, -1, -1, -1).clone()
+    image[1] = image[1].flip(-2)
+    left_disparity = torch.rand(2, 23, 30, generator=torch.Generator().manual_seed(5)) * 6.0 - 1.0
+    right_disparity = left_disparity.flip(-1) * 0.5
+    left, right = warp_pair(image, left_disparity, right_disparity, fill)
+    expected_left = warp_by_disparity(image, left_disparity, "left", fill)
+    expected_right = warp_by_disparity(image, right_disparity, "right", fill)
+    torch.testing.assert_close(left.images, expected_left.images, atol=1e-6, rtol=0)
+    torch.testing.assert_close(right.images, expected_right.images, atol=1e-6, rtol=0)
+    torch.testing.assert_close(left.holes, expected_left.holes, atol=0, rtol=0)
+    # The CPU path warps blocks of rows; 4-row blocks (the last one shorter) must give the same views.
+    import depth_core.stereo as stereo
+    monkeypatch.setattr(stereo, "_CPU_BLOCK_PIXELS", 4 * 30)
+    blocked_left, blocked_right = warp_pair(image, left_disparity, right_disparity, fill)
+    torch.testing.assert_close(blocked_left.images, left.images, atol=1e-6, rtol=0)
+    torch.testing.assert_close(blocked_right.images, right.images, atol=1e-6, rtol=0)
+    torch.testing.assert_close(blocked_right.holes, right.holes, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="does not match"):
+        warp_pair(image, left_disparity[..., :29], right_disparity, fill)
+
+
+def test_background_smoothing_per_plane_equals_whole_stack():
+    import depth_core.stereo as stereo
+    generator = torch.Generator().manual_seed(6)
+    holes = (torch.rand(2 * 9, 13, generator=generator) - 0.6).clamp_min(0.0) * 2.5
+    fill_sum = torch.rand(3, 2 * 9, 13, generator=generator) * holes
+    per_plane, whole = torch.zeros(3, 18, 13), torch.zeros(3, 18, 13)
+    stereo._add_smooth_fill(per_plane, fill_sum.clone(), holes, 2, 9, 2, whole_stack=False)
+    stereo._add_smooth_fill(whole, fill_sum.clone(), holes, 2, 9, 2, whole_stack=True)
+    torch.testing.assert_close(per_plane, whole, atol=1e-6, rtol=1e-5)
+    # Against a direct 5x5 window average of the hole colours, image by image.
+    colours = fill_sum.view(3, 2, 9, 13)
+    weights = holes.view(1, 2, 9, 13)
+    box = torch.ones(1, 1, 5, 5)
+    summed = torch.nn.functional.conv2d(colours.reshape(6, 1, 9, 13), box, padding=2).view(3, 2, 9, 13)
+    weight = torch.nn.functional.conv2d(weights.reshape(2, 1, 9, 13), box, padding=2).view(1, 2, 9, 13)
+    expected = (summed / weight.clamp_min(1e-6) * weights).view(3, 18, 13)
+    torch.testing.assert_close(per_plane, expected, atol=1e-5, rtol=1e-4)
 
 
 def test_layouts():
