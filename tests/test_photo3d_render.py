@@ -53,13 +53,14 @@ def expected_plane_image(camera: Pinhole, position, rotation_y_degrees, centre, 
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("rotation,size", [(0.0, 2.0), (25.0, 2.0), (25.0, 8.0)])
-def test_textured_plane_renders_to_the_analytic_image(device, rotation, size):
-    """size 8 overflows the view on every side: triangles cut by the image border must not wrap around."""
+@pytest.mark.parametrize("rotation,size,cells", [(0.0, 2.0, 12), (25.0, 2.0, 12), (25.0, 8.0, 12), (25.0, 8.0, 96)])
+def test_textured_plane_renders_to_the_analytic_image(device, rotation, size, cells):
+    """size 8 overflows the view on every side: triangles cut by the image border must not wrap around. 96 cells
+    make pixel-sized triangles (the fast 2x2 path and its padded border) instead of large ones."""
     camera = Pinhole.from_fov(48, 40, 60.0)
     centre = (0.1, -0.05, -3.0)
     position = (0.2, 0.1, 0.3)
-    mesh = plane_mesh(size, 12, rotation, centre, linear_texture).to(device)
+    mesh = plane_mesh(size, cells, rotation, centre, linear_texture).to(device)
     image, covered = rasterize(mesh, camera, torch.tensor(position, device=device))
     expected, inside = expected_plane_image(camera, position, rotation, centre, size, linear_texture)
     # Away from the plane's outline (one pixel), every pixel is covered and has exactly the analytic colour.
@@ -71,6 +72,25 @@ def test_textured_plane_renders_to_the_analytic_image(device, rotation, size):
     assert not covered.cpu()[~inside].any()
     error = (image.cpu().double() - expected).abs()[:, interior]
     assert float(error.max()) < 2e-4
+
+
+def test_a_prepared_mesh_renders_the_same_and_is_forgotten_with_its_mesh():
+    import gc
+
+    from depth_core.photo3d import render
+
+    camera = Pinhole.from_fov(40, 30, 50.0)
+    mesh = plane_mesh(2.0, 30, 20.0, (0.0, 0.0, -3.0), linear_texture)
+    position = torch.tensor([0.1, 0.0, 0.2])
+    plain, plain_coverage = render_frame(mesh, camera, position, supersampling=2)
+    prepared = render.prepare(mesh)
+    assert render.prepare(mesh) is prepared  # a loop passing the same Mesh prepares it once
+    again, again_coverage = render_frame(prepared, camera, position, supersampling=2)
+    assert torch.equal(plain, again) and torch.equal(plain_coverage, again_coverage)
+    assert float(plain_coverage.mean()) > 0.3
+    del mesh, prepared
+    gc.collect()
+    assert render._last_prepared is None, "the cache must not keep a dropped mesh alive"
 
 
 def test_nearest_surface_wins_whatever_the_triangle_order():

@@ -63,13 +63,14 @@ class Mesh:
 class PreparedMesh:
     """What rendering a mesh needs that no camera pose changes: computed once, reused by every frame."""
 
-    mesh: Mesh
+    vertices: torch.Tensor
+    """[V, 3]"""
+    colors: torch.Tensor
+    """[V, C]"""
     corner_index: torch.Tensor
     """[3F] int64: every face's first corner, then every face's second, then third (planar, for contiguous passes)."""
-    faces: torch.Tensor
-    """[F, 3] int64"""
     colors_and_one: torch.Tensor
-    """[V, C + 1] float32: each vertex's colour and a 1; times inverse depth, the numerators and the denominator of
+    """[C + 1, V] float32: each vertex's colour and a 1; times inverse depth, the numerators and the denominator of
     perspective-correct shading."""
     face_index: torch.Tensor
     """[F] int32: 0..F-1, the low word of the depth keys."""
@@ -81,11 +82,18 @@ class PreparedMesh:
         if key not in self._zbuffers:
             self._zbuffers.clear()
             self._zbuffers[key] = torch.empty((height + PAD) * (width + PAD), dtype=torch.int64,
-                                              device=self.mesh.vertices.device)
+                                              device=self.vertices.device)
         return self._zbuffers[key].fill_(-1)
 
 
 _last_prepared: tuple[weakref.ref, PreparedMesh] | None = None
+"""The last plain Mesh prepared, held weakly: forgotten (and its buffers freed) as soon as the Mesh is."""
+
+
+def _forget(reference: weakref.ref) -> None:
+    global _last_prepared
+    if _last_prepared is not None and _last_prepared[0] is reference:
+        _last_prepared = None
 
 
 def prepare(mesh: Mesh | PreparedMesh) -> PreparedMesh:
@@ -96,12 +104,12 @@ def prepare(mesh: Mesh | PreparedMesh) -> PreparedMesh:
         return mesh
     if _last_prepared is not None and _last_prepared[0]() is mesh:
         return _last_prepared[1]
-    faces = mesh.faces.to(torch.int64).contiguous()
+    faces = mesh.faces.to(torch.int64)
     colors = mesh.colors.to(torch.float32)
-    colors_and_one = torch.cat([colors, torch.ones_like(colors[:, :1])], 1)
+    colors_and_one = torch.cat([colors.T, torch.ones_like(colors[:, 0])[None]]).contiguous()
     face_index = torch.arange(faces.shape[0], device=faces.device, dtype=torch.int32)
-    prepared = PreparedMesh(mesh, faces.T.reshape(-1).contiguous(), faces, colors_and_one, face_index)
-    _last_prepared = (weakref.ref(mesh), prepared)
+    prepared = PreparedMesh(mesh.vertices, mesh.colors, faces.T.reshape(-1).contiguous(), colors_and_one, face_index)
+    _last_prepared = (weakref.ref(mesh, _forget), prepared)
     return prepared
 
 
@@ -125,17 +133,16 @@ def rasterize(mesh: Mesh | PreparedMesh, camera: Pinhole, position: torch.Tensor
     mesh holds the colours); accepted so older callers keep working.
     """
     prepared = prepare(mesh)
-    mesh = prepared.mesh
-    device = mesh.vertices.device
+    device = prepared.vertices.device
     height, width = camera.height, camera.width
-    channels = mesh.colors.shape[1]
-    face_count = mesh.faces.shape[0]
+    channels = prepared.colors.shape[1]
+    face_count = prepared.face_index.shape[0]
     if face_count == 0:
         return (torch.zeros(channels, height, width, device=device),
                 torch.zeros(height, width, dtype=torch.bool, device=device))
 
     # Project the vertices once; faces then gather their corners in one index_select: [quantity, corner, F].
-    points = mesh.vertices.to(torch.float32) - position.to(device=device, dtype=torch.float32)
+    points = prepared.vertices.to(torch.float32) - position.to(device=device, dtype=torch.float32)
     inverse_depth = points[:, 2].reciprocal().neg_()  # > 0 in front of the camera
     screen = torch.stack([points[:, 0] * inverse_depth, points[:, 1] * inverse_depth, inverse_depth])
     screen[0].mul_(camera.fx).add_(camera.cx)
@@ -184,34 +191,56 @@ def rasterize(mesh: Mesh | PreparedMesh, camera: Pinhole, position: torch.Tensor
         _scatter_two_by_two(keys, barycentric, inverse_plane, torch.where(bucket == 0, base_pixel, dump),
                             prepared.face_index, padded_width)
     if sum(counts[1:]) > 0:
-        planes = torch.stack([barycentric[0:3], barycentric[3:6], inverse_plane])  # [3 (w0, w1, 1/z), 3 coef, F]
+        # The rest (larger or clipped boxes): few faces, so only theirs are gathered.
+        others = ((bucket > 0) & (bucket < len(BUCKET_SIZES))).nonzero().squeeze(1)
+        other_bucket = bucket.index_select(0, others)
         for bucket_id, count in enumerate(counts):
             if bucket_id > 0 and count > 0:
-                members = (bucket == bucket_id).nonzero().squeeze(1)
-                _scatter_bucket(keys, members, BUCKET_SIZES[bucket_id], bucket_id < PADDED_BUCKETS, planes, box_w,
-                                box_h, base_pixel, padded_width)
+                members = others[other_bucket == bucket_id]
+                _scatter_bucket(keys, members, BUCKET_SIZES[bucket_id], bucket_id < PADDED_BUCKETS, barycentric,
+                                inverse_plane, box_w, box_h, base_pixel, padded_width)
 
-    keys = keys.view(height + PAD, padded_width)[:height, :width].reshape(-1)
-    covered = keys >= 0
+    covered, triangle = _winners(keys, height, width)
     # Shade every pixel (an empty one borrows face 0 and is discarded): cheaper than compacting the covered ones.
-    triangle = torch.where(covered, keys & 0xFFFFFFFF, 0)
-    # Barycentrics of each pixel in its face, from the face's planes and box origin gathered as one row.
-    per_face = torch.cat([barycentric, origin_x[None], origin_y[None]]).T.contiguous()  # [F, 8]
-    face = per_face.index_select(0, triangle)
+    # Colour * inverse depth and inverse depth (a last "colour" of 1) are affine in the barycentrics, so in screen
+    # space: value = corner 2 + w0 * (corner 0 - corner 2) + w1 * (corner 1 - corner 2). Their planes
+    # [3 coef, C + 1, F] are gathered per pixel one quantity at a time (1-D gathers of contiguous rows), so every
+    # pass stays planar and the image comes out [C, H, W] with no transpose.
+    weighted = prepared.colors_and_one * inverse_depth  # [C + 1, V]
+    shading = torch.empty(3, channels + 1, face_count, device=device)
+    for channel in range(channels + 1):
+        corner0, corner1, last = weighted[channel].index_select(0, prepared.corner_index).view(3, face_count)
+        towards0, towards1 = corner0 - last, corner1 - last
+        for coefficient in range(3):
+            torch.mul(towards0, barycentric[coefficient], out=shading[coefficient, channel])
+            shading[coefficient, channel].addcmul_(towards1, barycentric[3 + coefficient])
+        shading[0, channel] += last
+    triangle = triangle.view(-1)
     centres_x = torch.arange(width, device=device, dtype=torch.float32).add_(0.5)
     centres_y = torch.arange(height, device=device, dtype=torch.float32).add_(0.5)
-    pixel_x = (centres_x[None, :] - face[:, 6].view(height, width)).view(-1, 1)
-    pixel_y = (centres_y[:, None] - face[:, 7].view(height, width)).view(-1, 1)
-    weights = torch.addcmul(face[:, 0:6:3], face[:, 1:6:3], pixel_x).addcmul_(face[:, 2:6:3], pixel_y)  # w0, w1
-    # Perspective-correct: colour * inverse depth and inverse depth are affine in the barycentrics.
-    weighted = prepared.colors_and_one * inverse_depth[:, None]  # [V, C + 1]
-    corners = weighted.index_select(0, prepared.faces.index_select(0, triangle).view(-1)).view(-1, 3, channels + 1)
-    last = corners[:, 2]
-    values = torch.addcmul(last, weights[:, 0:1], corners[:, 0] - last).addcmul_(weights[:, 1:2], corners[:, 1] - last)
-    shaded = values[:, :channels] / values[:, channels:]
+    pixel_x = (centres_x[None, :] - origin_x.index_select(0, triangle).view(height, width)).view(-1)
+    pixel_y = (centres_y[:, None] - origin_y.index_select(0, triangle).view(height, width)).view(-1)
+    planes = [[shading[coefficient, channel].index_select(0, triangle) for coefficient in range(3)]
+              for channel in range(channels + 1)]
+    values = [torch.addcmul(constant, slope_x, pixel_x).addcmul_(slope_y, pixel_y) for constant, slope_x, slope_y in planes]
+    inverse = values[channels].reciprocal_()
     # where, not a product: face 0 may be a culled face whose numbers are inf or NaN.
-    shaded = torch.where(covered[:, None], shaded, 0.0)
-    return shaded.T.reshape(channels, height, width), covered.reshape(height, width)
+    if bool(covered.all()):
+        image = torch.stack([value.mul_(inverse) for value in values[:channels]])
+    else:
+        image = torch.stack([torch.where(covered.view(-1), value.mul_(inverse), 0.0) for value in values[:channels]])
+    return image.view(channels, height, width), covered
+
+
+def _winners(keys: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(covered [H,W] bool, winning face [H,W], 0 where empty) from the padded key buffer."""
+    keys = keys.view(height + PAD, width + PAD)[:height, :width]
+    if LITTLE_ENDIAN:
+        # The face is the low word: read it in place, no int64 pass (an empty key, -1, has low word -1).
+        low = keys.view(torch.int32)[:, 0::2]
+        return low >= 0, low.clamp_min(0)
+    covered = keys >= 0
+    return covered, torch.where(covered, keys & 0xFFFFFFFF, 0)
 
 
 def _candidate_values(plane: torch.Tensor) -> torch.Tensor:
@@ -225,7 +254,7 @@ def _candidate_values(plane: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def _depth_keys(inverse_depth: torch.Tensor, face_index: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
+def _depth_keys(inverse_depth: torch.Tensor, face_index: torch.Tensor, outside: torch.Tensor | None) -> torch.Tensor:
     """int64 keys: inverse depth bits (> 0 is an ordered int32 pattern) in the high word, the face in the low one,
     so the nearest face is the largest key and the face index breaks ties; -1 where outside."""
     if LITTLE_ENDIAN:
@@ -236,7 +265,7 @@ def _depth_keys(inverse_depth: torch.Tensor, face_index: torch.Tensor, outside: 
         key = words.view(torch.int64).squeeze(-1)
     else:
         key = inverse_depth.view(torch.int32).to(torch.int64).mul_(1 << 32).add_(face_index)
-    return key.masked_fill_(outside, -1)
+    return key if outside is None else key.masked_fill_(outside, -1)
 
 
 def _scatter_two_by_two(keys: torch.Tensor, barycentric: torch.Tensor, inverse_plane: torch.Tensor,
@@ -245,25 +274,29 @@ def _scatter_two_by_two(keys: torch.Tensor, barycentric: torch.Tensor, inverse_p
     w1 = _candidate_values(barycentric[3:6])
     outside = torch.minimum(w0, w1) < -INSIDE_TOLERANCE
     outside |= w0.add_(w1) > 1.0 + INSIDE_TOLERANCE
-    key = _depth_keys(_candidate_values(inverse_plane), face_index, outside)
+    # A negative inverse depth makes a negative key, which never beats an empty pixel's -1: cheaper than masking
+    # the int64 keys.
+    inverse_depth = _candidate_values(inverse_plane).masked_fill_(outside, -1.0)
+    key = _depth_keys(inverse_depth, face_index, None)
     offsets = torch.tensor([0, 1, padded_width, padded_width + 1], device=keys.device)
     pixel = base_pixel + offsets[:, None]
     keys.scatter_reduce_(0, pixel.view(-1), key.view(-1), reduce="amax")
 
 
-def _scatter_bucket(keys: torch.Tensor, members: torch.Tensor, size: int, padded: bool,
-                    planes: torch.Tensor, box_w: torch.Tensor, box_h: torch.Tensor, base_pixel: torch.Tensor,
+def _scatter_bucket(keys: torch.Tensor, members: torch.Tensor, size: int, padded: bool, barycentric: torch.Tensor,
+                    inverse_plane: torch.Tensor, box_w: torch.Tensor, box_h: torch.Tensor, base_pixel: torch.Tensor,
                     padded_width: int) -> None:
     """General path: the faces `members` of one box size, their (face, pixel) candidates in chunks."""
     device = keys.device
     offset_x = torch.arange(size, device=device).repeat(size)
     offset_y = torch.arange(size, device=device).repeat_interleave(size)
-    basis = torch.stack([torch.ones_like(offset_x), offset_x, offset_y]).to(planes.dtype)  # [3, K]
+    basis = torch.stack([torch.ones_like(offset_x), offset_x, offset_y]).to(barycentric.dtype)  # [3, K]
     linear_offset = offset_y * padded_width + offset_x
     per_chunk = max(1, CANDIDATES_PER_CHUNK // (size * size))
     for start in range(0, members.numel(), per_chunk):
         chunk = members[start:start + per_chunk]
-        chunk_planes = planes.index_select(2, chunk).permute(2, 0, 1).reshape(-1, 3)  # [n * 3, 3 coef]
+        chunk_planes = torch.cat([barycentric.index_select(1, chunk), inverse_plane.index_select(1, chunk)])
+        chunk_planes = chunk_planes.T.reshape(-1, 3)  # [n * 3 (w0, w1, 1/z), 3 coef]
         w0, w1, inverse_depth = (chunk_planes @ basis).view(-1, 3, size * size).unbind(1)
         outside = (w0 < -INSIDE_TOLERANCE) | (w1 < -INSIDE_TOLERANCE) | ((w0 + w1) > 1.0 + INSIDE_TOLERANCE)
         if not padded:
@@ -293,8 +326,14 @@ def render_frame(mesh: Mesh | PreparedMesh, camera: Pinhole, position: torch.Ten
     image, covered = rasterize(prepared, render_camera, position)
     coverage = covered.to(image.dtype)
     if supersampling > 1:
-        image = F.adaptive_avg_pool2d((image * coverage)[None], (camera.height, camera.width))[0]
-        coverage = F.adaptive_avg_pool2d(coverage[None, None], (camera.height, camera.width))[0, 0]
+        # The image is already 0 where not covered: pooling it is the coverage-weighted sum.
+        exact = (render_camera.height, render_camera.width) == (camera.height * supersampling, camera.width * supersampling)
+        if exact:
+            image = F.avg_pool2d(image[None], supersampling)[0]  # the usual case, cheaper than adaptive pooling
+            coverage = F.avg_pool2d(coverage[None, None], supersampling)[0, 0]
+        else:
+            image = F.adaptive_avg_pool2d(image[None], (camera.height, camera.width))[0]
+            coverage = F.adaptive_avg_pool2d(coverage[None, None], (camera.height, camera.width))[0, 0]
         image = image / coverage.clamp_min(1e-6)
     if fill_holes:
         known = coverage > 0
@@ -302,7 +341,7 @@ def render_frame(mesh: Mesh | PreparedMesh, camera: Pinhole, position: torch.Ten
             pass  # the usual frame: nothing to fill
         elif bool(known.any()):
             image = push_pull_fill(image, known)
-        elif prepared.mesh.colors.shape[0] > 0:
+        elif prepared.colors.shape[0] > 0:
             # Nothing in view (or a mesh without triangles, e.g. a one-pixel photo): the scene's average colour.
-            image = prepared.mesh.colors.mean(0)[:, None, None].expand_as(image).clone()
+            image = prepared.colors.mean(0)[:, None, None].expand_as(image).clone()
     return image.clamp(0, 1), coverage
