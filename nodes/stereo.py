@@ -13,10 +13,11 @@ import folder_paths
 
 from ..depth_core.anaglyph import METHODS, anaglyph
 from ..depth_core.depth import match_depth_to_images
+from ..depth_core.files import atomic_path
 from ..depth_core.image import image_to_uint8, to_rgb
 from ..depth_core.stereo import (DEPTH_MODES, FILL_MODES, LAYOUTS, StereoSettings, compose_layout, eye_disparities,
                                  warp_by_disparity)
-from ._common import CATEGORY, comfy_progress, compute_device, depth_input, read_depth, to_output_device
+from ._common import CATEGORY, comfy_progress, compute_device, depth_input, output_paths, read_depth, to_output_device
 
 STEREO_UI_KEY = "depthtoolkit_stereo"
 """ui entry for the web extension's wiggle/anaglyph preview: one {"left": file, "right": file} per batch item,
@@ -121,22 +122,14 @@ def _render_pair(images: torch.Tensor, depth_value, settings: StereoSettings, fi
 
 
 def _save_temp_pngs(images: torch.Tensor, prefix: str) -> list[dict]:
-    """Save IMAGE [B,H,W,C] as PNGs in ComfyUI's temp folder (like core PreviewImage); returns the ui entries.
-    Each file is written under a temporary name and renamed, so a failure leaves no half-written PNG."""
-    temp_dir = folder_paths.get_temp_directory()
+    """Save IMAGE [B,H,W,C] as PNGs in ComfyUI's temp folder (like core PreviewImage); returns the ui entries."""
     height, width = images.shape[1], images.shape[2]
-    folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, temp_dir, width, height)
+    folder, filename, counter, subfolder = output_paths(prefix, width, height, folder_paths.get_temp_directory())
     results = []
     for index in range(images.shape[0]):
         name = f"{filename}_{counter + index:05}_.png"
-        path = os.path.join(folder, name)
-        partial = os.path.join(folder, f".{name}.partial")
-        try:
+        with atomic_path(os.path.join(folder, name)) as partial:
             Image.fromarray(image_to_uint8(images[index])).save(partial, format="PNG", compress_level=1)
-            os.replace(partial, path)
-        finally:
-            if os.path.exists(partial):
-                os.remove(partial)
         results.append({"filename": name, "subfolder": subfolder, "type": "temp"})
     return results
 
