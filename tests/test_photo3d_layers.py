@@ -9,7 +9,7 @@ import torch
 
 from depth_core.camera import Pinhole
 from depth_core.photo3d import build_photo3d
-from depth_core.photo3d.inpaint import nearest_source_fill, push_pull_fill
+from depth_core.photo3d.inpaint import nearest_source_fill, push_pull_fill, row_source_fill
 from depth_core.photo3d.layers import (TAG_BORDER, TAG_INPAINTED, TAG_VISIBLE, build_layered_depth_image,
                                        discontinuity_threshold, foreground_edges)
 from depth_core.photo3d.mesh import layered_mesh, read_ply_header, write_mesh
@@ -294,3 +294,49 @@ def test_sharpening_collapses_flying_pixels_into_one_jump_and_keeps_slopes():
     assert int(edges[4].sum()) == 1
     slope = torch.linspace(0.0, 1.0, 24).exp().expand(8, 24).clone()  # 4 % per pixel
     assert torch.allclose(sharpen_depth_edges(slope, 2, discontinuity_threshold(slope)), slope)
+
+
+def test_band_width_follows_the_parallax_of_each_jump():
+    # Far wall at 8; a near box (distance 1, a large parallax) on the left and a slightly nearer panel (distance 6,
+    # a small one) on the right: the band behind the small jump must be much narrower than behind the large one.
+    height, width = 40, 120
+    distance = torch.full((height, width), 8.0)
+    distance[:, 10:30] = 1.0
+    distance[:, 70:90] = 6.0
+    image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(1))
+    ldi = build_layered_depth_image(image, distance, Pinhole.from_fov(width, height), band_width=12)
+    row = ldi.inpainted[20]
+    large = int(row[10:30].sum())
+    small = int(row[70:90].sum())
+    assert large >= 20  # the whole 20-pixel box is within 12 pixels of one of its two edges
+    assert 1 <= small <= 8  # parallax (1/6 - 1/8) is 1/21 of the photo's largest (1/1 - 1/8): about 1 pixel a side
+    assert small < large // 2
+
+
+def test_row_fill_reads_only_sources_and_their_own_surface():
+    # Row: [near object 9][background 5 5 5 (sources at col 3)][hole cols 4..6][source col 7][far 5]
+    values = torch.zeros(2, 1, 10)
+    values[0, 0] = torch.tensor([9.0, 1.0, 2.0, 3.0, 100.0, 100.0, 100.0, 7.0, 7.0, 7.0])
+    values[1, 0] = torch.tensor([0.0, 2.0, 2.0, 2.0, 0.5, 0.5, 0.5, 2.0, 2.0, 2.0])  # log distance
+    sources = torch.zeros(1, 10, dtype=torch.bool)
+    sources[0, 3] = sources[0, 7] = True
+    region = torch.zeros_like(sources)
+    region[0, 4:7] = True
+    filled, done = row_source_fill(values, sources, region, max_gap=5, average=4, same_surface=0.1)
+    assert done[0, 4:7].all() and not done[0, :4].any() and not done[0, 7:].any()
+    # Col 4 is nearest to the left source: it averages cols 3, 2, 1 (same surface) but not col 0 (a nearer object).
+    assert filled[0, 0, 4].item() == pytest.approx((3.0 + 2.0 + 1.0) / 3)
+    # Cols 5 and 6 lean right (col 5 is a tie, resolved to the left): never a hole value (100) read back.
+    assert filled[0, 0, 6].item() == pytest.approx(7.0)
+    assert float(filled[0, 0, 4:7].max()) < 10.0
+
+
+def test_stretched_border_is_smooth_along_the_edge_and_keeps_the_photo():
+    image, distance, camera = step_scene()
+    image[:, ::2, :] = 1.0  # horizontal stripes: a replicated border would repeat them as streaks
+    ldi, _ = build_photo3d(image, distance, camera, border_fraction=0.2)
+    border = ldi.border
+    color = ldi.color[0]
+    assert torch.equal(color[:, border:-border, border:-border], image)
+    outer_column = color[:, border:-border, 0]
+    assert float(outer_column.std(dim=1).max()) < 0.5 * float(image[:, :, 0].std(dim=1).max())

@@ -1,10 +1,10 @@
 """Layered depth image (LDI) for 3D photos: the visible layer plus a hidden background layer behind foreground edges.
 
 A camera that moves sideways sees behind foreground objects. The visible layer is cut at depth discontinuities;
-behind every foreground edge a band of background (as wide as the largest hole a camera move can open) is added
-as a second layer, its colour and depth inpainted from the background side of the edge only. Everything is
-whole-map work (tensor shifts, OpenCV dilation and distance transform), no per-pixel Python, so a megapixel photo
-takes a few seconds on a 2-core CPU.
+behind every foreground edge a band of background (as wide as the hole a camera move opens there: proportional to
+the jump's parallax) is added as a second layer, its colour and depth inpainted from the background side of the
+edge only. Everything is whole-map work (tensor shifts, OpenCV dilations, blurs and distance transform), no
+per-pixel Python, so a megapixel photo takes a few seconds on a 2-core CPU.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..camera import Pinhole
-from .inpaint import nearest_source_fill
+from .inpaint import nearest_source_fill, row_source_fill, smooth_within
 
 DEFAULT_RELATIVE_THRESHOLD = 0.1
 """Discontinuity threshold as a fraction of the image's robust log-depth range (see `discontinuity_threshold`)."""
@@ -28,6 +28,9 @@ SMOOTHING_FRACTION = 0.01
 
 MINIMUM_THRESHOLD = 0.02
 """Never treat a depth ratio below 2 % between neighbours as an edge: that is noise or a smooth slope."""
+
+BAND_WIDTH_CLASSES = 32
+"""Hidden bands come in this many widths (fractions of the widest), one dilation each (see `grow_hidden_band`)."""
 
 # Vertex tags written to the PLY alpha channel, as the old extension's tools expect: 1 = original pixel,
 # 2 = inpainted (hidden background), 5 = border extension.
@@ -133,14 +136,37 @@ def sharpen_depth_edges(distance: torch.Tensor, iterations: int, threshold: floa
 
 
 def grow_hidden_band(distance: torch.Tensor, edges: torch.Tensor, far_side: torch.Tensor, threshold: float,
-                     width: int) -> torch.Tensor:
-    """The hidden band: pixels within `width` of a foreground edge that are nearer than that edge's far side.
+                     width: int, scale_widths: bool = True) -> torch.Tensor:
+    """The hidden band: pixels within reach of a foreground edge that are nearer than that edge's far side.
 
-    The far-side distance is spread by a grey-scale dilation (the farthest background within reach), so the band
-    covers the foreground that could hide that background and stops where the scene is as far as the background.
+    The reach is `width` for the photo's largest possible jump and shrinks with each edge's parallax (unless
+    `scale_widths` is off): a small jump opens a small hole, and a wide band of guessed background behind it would
+    only cover what the new view sees better by itself. The far-side distance is spread by a grey-scale dilation
+    (the farthest background within reach), so the band covers the foreground that could hide that background and
+    stops where the scene is as far as the background.
     """
-    kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
-    reach = torch.from_numpy(cv2.dilate(far_side.float().cpu().numpy(), kernel)).to(distance.device)
+    if not scale_widths or not bool(edges.any()):
+        kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
+        reach = torch.from_numpy(cv2.dilate(far_side.float().cpu().numpy(), kernel)).to(distance.device)
+        return edges | (reach > distance * math.exp(threshold))
+    # A camera move opens a hole as wide as the jump's parallax (difference of inverse distances): `width` is the
+    # hole of the photo's largest possible jump (its nearest against its farthest point), smaller jumps get
+    # proportionally narrower bands, in a few width classes (one dilation each).
+    parallax = torch.where(edges, distance.reciprocal() - far_side.clamp_min(1e-6).reciprocal(),
+                           torch.zeros_like(distance))
+    largest = float(distance.min().reciprocal() - distance.max().reciprocal())
+    fraction = (parallax / max(largest, 1e-12)).clamp(0, 1)
+    reach = torch.zeros_like(distance)
+    far_np = far_side.float().cpu().numpy()
+    for level in range(BAND_WIDTH_CLASSES):
+        low, high = level / BAND_WIDTH_CLASSES, (level + 1) / BAND_WIDTH_CLASSES
+        members = edges & (fraction > low) & (fraction <= high) if level else edges & (fraction <= high)
+        if not bool(members.any()):
+            continue
+        class_width = max(1, math.ceil(width * high))
+        kernel = np.ones((2 * class_width + 1, 2 * class_width + 1), np.uint8)
+        spread = cv2.dilate(np.where(members.cpu().numpy(), far_np, 0).astype(np.float32), kernel)
+        reach = torch.maximum(reach, torch.from_numpy(spread).to(distance.device))
     return edges | (reach > distance * math.exp(threshold))
 
 
@@ -150,6 +176,25 @@ def background_sources(distance: torch.Tensor, band: torch.Tensor, threshold: fl
     nearest_band_neighbour = -F.max_pool2d(band_distance[None, None], 3, stride=1, padding=1)[0, 0]
     adjacent = torch.isfinite(nearest_band_neighbour) & ~band
     return adjacent & (distance.clamp_min(1e-6).log() > nearest_band_neighbour.clamp_min(1e-6).log() + 0.5 * threshold)
+
+
+def _stretched_border(image: torch.Tensor, border: int, radius: int) -> torch.Tensor:
+    """Pad [3,H,W] by `border` on every side with the photo's edge pixels, blurred along the edge: a replicated edge
+    pixel becomes a streak across the whole border, and what lies beyond the photo is unknown, so a smooth guess
+    (like the surroundings, without their detail) is the least wrong."""
+    padded = F.pad(image[None], (border,) * 4, mode="replicate")[0]
+    if radius <= 0:
+        return padded
+    height, width = padded.shape[-2:]
+    array = padded.permute(1, 2, 0).contiguous().cpu().numpy()
+    along_columns = cv2.blur(array, (1, 2 * radius + 1), borderType=cv2.BORDER_REPLICATE)
+    along_rows = cv2.blur(array, (2 * radius + 1, 1), borderType=cv2.BORDER_REPLICATE)
+    result = array.copy()
+    result[:, :border] = along_columns[:, :border]
+    result[:, width - border:] = along_columns[:, width - border:]
+    result[:border, border:width - border] = along_rows[:border, border:width - border]
+    result[height - border:, border:width - border] = along_rows[height - border:, border:width - border]
+    return torch.from_numpy(result).permute(2, 0, 1).to(image.device)
 
 
 def build_layered_depth_image(image: torch.Tensor, distance: torch.Tensor, camera: Pinhole, band_width: int,
@@ -176,7 +221,7 @@ def build_layered_depth_image(image: torch.Tensor, distance: torch.Tensor, camer
     if sharpen_iterations > 0:
         distance = sharpen_depth_edges(distance, sharpen_iterations, threshold)
     if border > 0:
-        image = F.pad(image[None], (border,) * 4, mode="replicate")[0]
+        image = _stretched_border(image, border, 2 * border)
         distance = F.pad(distance[None, None], (border,) * 4, mode="replicate")[0, 0]
         camera = Pinhole(camera.width + 2 * border, camera.height + 2 * border, camera.fx, camera.fy,
                          camera.cx + border, camera.cy + border)
@@ -191,12 +236,21 @@ def build_layered_depth_image(image: torch.Tensor, distance: torch.Tensor, camer
     # Smooth over about 1 % of the photo, so the copied background reads as a surface, not as streaks.
     radius = max(2, round(SMOOTHING_FRACTION * max(image.shape[-2:])))
     filled = nearest_source_fill(values, sources, reached, smoothing_radius=radius, smoothing_passes=smoothing_passes)
+    # Sideways camera moves (the common ones) reveal the band row by row, so where the band has background on its
+    # own row, that background (a few of its pixels averaged) is the better guess; smoothing it along the edge and
+    # then a little in 2D turns per-row copies into a surface, as the stereo node's background fill does.
+    by_row, on_row = row_source_fill(values, sources, reached, 2 * max(1, band_width) + 1,
+                                     same_surface=threshold)
+    filled = torch.where(on_row[None], by_row, filled)
+    domain = reached | sources
+    filled = smooth_within(filled, reached, domain, (2 * radius + 1, 1), passes=1)
+    filled = smooth_within(filled, reached, domain, (radius // 2 * 2 + 1,) * 2, passes=smoothing_passes)
     background_color = filled[:3].clamp(0, 1)
     # The hidden layer must stay behind the foreground it was cut from, or it would poke through it.
     behind = distance * math.exp(threshold)
     background_distance = torch.maximum(filled[3].exp(), behind)
     if inpainter is not None and bool(reached.any()):
-        context = ~grow_hidden_band(distance, edges, far_side, threshold, 2 * max(1, band_width))
+        context = ~grow_hidden_band(distance, edges, far_side, threshold, 2 * max(1, band_width), scale_widths=False)
         net_color, net_distance = inpainter(reached, context, image, torch.where(reached, background_distance, distance))
         background_color = torch.where(reached, net_color, background_color)
         background_distance = torch.where(reached, torch.maximum(net_distance, behind), background_distance)
