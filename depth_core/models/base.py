@@ -68,3 +68,12 @@ class KnownModel:
     `name-<prefix>.pt` convention); checked as a prefix. None: only the server's own digest can be checked."""
     license: str
     size_bytes: int | None = None
+
+
+def relative_card(name: str, family: str, net_size: int, multiple_of: int, resize_rule: ResizeRule,
+                  mean: tuple[float, float, float], std: tuple[float, float, float]) -> ModelCard:
+    """The card of a relative-depth network fed bicubic-resized RGB, whose receptive field is its native size
+    (MiDaS, DPT, Depth Anything: the authors resize with cv2.INTER_CUBIC)."""
+    return ModelCard(name=name, family=family,
+                     preprocess=Preprocess(net_size, multiple_of, resize_rule, mean, std, interpolation="bicubic"),
+                     output_kind=DepthKind.RELATIVE_INVERSE, receptive_field=net_size)

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..depth import DepthKind
-from .base import IMAGENET_MEAN, IMAGENET_STD, KnownModel, ModelCard, Preprocess
+from .base import IMAGENET_MEAN, IMAGENET_STD, KnownModel, ModelCard, relative_card
 from .dpt import (
     DPT_LEVEL_SCALES,
     DecoderConfig,
@@ -203,20 +202,7 @@ def config_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> DepthAnyth
 def _card(name: str) -> ModelCard:
     # The authors' run.py / infer_image: keep aspect, short side >= 518 ("lower_bound"), multiple of 14,
     # bicubic (cv2.INTER_CUBIC), ImageNet mean/std on RGB in 0..1.
-    return ModelCard(
-        name=name,
-        family=FAMILY,
-        preprocess=Preprocess(
-            net_size=NATIVE_SIZE,
-            multiple_of=PATCH_SIZE,
-            resize_rule="lower_bound",
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            interpolation="bicubic",
-        ),
-        output_kind=DepthKind.RELATIVE_INVERSE,
-        receptive_field=NATIVE_SIZE,
-    )
+    return relative_card(name, FAMILY, NATIVE_SIZE, PATCH_SIZE, "lower_bound", IMAGENET_MEAN, IMAGENET_STD)
 
 
 def _hf_url(repo: str, filename: str) -> str:

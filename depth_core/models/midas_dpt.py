@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..depth import DepthKind
-from .base import HALF_MEAN, HALF_STD, KnownModel, ModelCard, Preprocess
+from .base import HALF_MEAN, HALF_STD, KnownModel, ModelCard, relative_card
 from .dpt import DPT_LEVEL_SCALES, DecoderConfig, DPTDecoder, ReadoutProject, make_resample, tokens_to_map
 
 FAMILY = "midas_dpt"
@@ -324,20 +323,7 @@ def config_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> MidasDPTCo
 def _card(name: str, net_size: int) -> ModelCard:
     # The authors' model_loader.py: keep aspect, "minimal" resize to the net size, multiple of 32,
     # bicubic (cv2.INTER_CUBIC), mean = std = 0.5 on RGB in 0..1.
-    return ModelCard(
-        name=name,
-        family=FAMILY,
-        preprocess=Preprocess(
-            net_size=net_size,
-            multiple_of=32,
-            resize_rule="minimal",
-            mean=HALF_MEAN,
-            std=HALF_STD,
-            interpolation="bicubic",
-        ),
-        output_kind=DepthKind.RELATIVE_INVERSE,
-        receptive_field=net_size,
-    )
+    return relative_card(name, FAMILY, net_size, 32, "minimal", HALF_MEAN, HALF_STD)
 
 
 _MIDAS_V31 = "https://github.com/isl-org/MiDaS/releases/download/v3_1/"

@@ -14,8 +14,7 @@ import timm
 import torch
 from torch import nn
 
-from ..depth import DepthKind
-from .base import IMAGENET_MEAN, IMAGENET_STD, KnownModel, ModelCard, Preprocess
+from .base import IMAGENET_MEAN, IMAGENET_STD, KnownModel, ModelCard, relative_card
 from .dpt import DecoderConfig, DPTDecoder
 
 FAMILY = "midas_v21"
@@ -125,20 +124,7 @@ def config_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> MidasV21Co
 def _card(name: str, net_size: int) -> ModelCard:
     # The authors' model_loader.py: keep aspect, "upper_bound" resize (both sides <= net size), multiple of 32,
     # bicubic (cv2.INTER_CUBIC), ImageNet mean/std on RGB in 0..1.
-    return ModelCard(
-        name=name,
-        family=FAMILY,
-        preprocess=Preprocess(
-            net_size=net_size,
-            multiple_of=32,
-            resize_rule="upper_bound",
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            interpolation="bicubic",
-        ),
-        output_kind=DepthKind.RELATIVE_INVERSE,
-        receptive_field=net_size,
-    )
+    return relative_card(name, FAMILY, net_size, 32, "upper_bound", IMAGENET_MEAN, IMAGENET_STD)
 
 
 _ALEXEYAB = "https://github.com/AlexeyAB/MiDaS/releases/download/midas_dpt/"
