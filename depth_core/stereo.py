@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .depth import Depth, DepthKind, fill_non_finite, normalize_min_max
+from .depth import Depth, DepthKind, fill_non_finite, nearness, normalize_min_max
 
 FILL_MODES: tuple[str, ...] = ("background", "polylines_sharp", "polylines_soft", "interpolate", "nearest", "none")
 """Gap fills, best first. background: depth-aware (the background's side of every hole, smoothed);
@@ -227,16 +227,11 @@ def eye_disparities(depth: Depth, width: int, settings: StereoSettings) -> tuple
         low, high = total.amin(dim=dims, keepdim=True), total.amax(dim=dims, keepdim=True)
         total = total - (low + settings.convergence * (high - low))
     else:
-        nearness = normalize_min_max(_nearness(depth), settings.per_image).pow(settings.exponent)
-        total = (nearness - settings.convergence) * (settings.divergence / 100.0 * width)
+        unit = normalize_min_max(nearness(depth).float(), settings.per_image).pow(settings.exponent)
+        total = (unit - settings.convergence) * (settings.divergence / 100.0 * width)
     separation = settings.separation / 100.0 * width
     left_share = (settings.balance + 1.0) / 2.0
     return total * left_share - separation, total * (1.0 - left_share) - separation
-
-
-def _nearness(depth: Depth) -> torch.Tensor:
-    values = fill_non_finite(depth.values.float(), "far", depth.kind)
-    return 1.0 / values.clamp_min(1e-6) if depth.is_metric else values
 
 
 def stereo_pair(images: torch.Tensor, depth: Depth, settings: StereoSettings = StereoSettings(),
