@@ -29,7 +29,7 @@ from typing import Callable, Protocol
 import torch
 import torch.nn.functional as F
 
-from .depth import Depth, DepthKind
+from .depth import Depth, DepthKind, normalize_min_max
 from .progress import ProgressFn, no_progress
 
 Rect = tuple[int, int, int, int]
@@ -298,16 +298,6 @@ def apply_scale_shift(values: torch.Tensor, scale: torch.Tensor, shift: torch.Te
     return values * scale.view(view) + shift.view(view)
 
 
-def normalize01(values: torch.Tensor) -> torch.Tensor:
-    """Min-max normalize each batch item of [N,...] to 0..1 (a flat item becomes zeros)."""
-    flat = values.flatten(1)
-    low = flat.amin(1).view((-1,) + (1,) * (values.ndim - 1))
-    high = flat.amax(1).view((-1,) + (1,) * (values.ndim - 1))
-    span = high - low
-    return torch.where(span > 0, (values - low) / torch.where(span > 0, span, torch.ones_like(span)),
-                       torch.zeros_like(values))
-
-
 def resize(values: torch.Tensor, size: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
     """Resize [N,C,H,W]; bicubic like the authors' cv2.INTER_CUBIC, with anti-aliasing when shrinking."""
     if tuple(values.shape[-2:]) == tuple(size):
@@ -332,7 +322,7 @@ class Pix2PixMerger:
 
     def merge(self, low: torch.Tensor, high: torch.Tensor, low_pixel: float) -> torch.Tensor:
         parameter = next(self.generator.parameters())
-        pair = torch.cat([normalize01(low), normalize01(high)], 1) * 2.0 - 1.0
+        pair = torch.cat([normalize_min_max(low), normalize_min_max(high)], 1) * 2.0 - 1.0
         with torch.inference_mode():
             merged = self.generator(pair.to(parameter.device, parameter.dtype)).float().to(low.device)
         self.passes += low.shape[0]
@@ -358,7 +348,7 @@ class FrequencySplitMerger:
         self.passes = 0
 
     def merge(self, low: torch.Tensor, high: torch.Tensor, low_pixel: float) -> torch.Tensor:
-        low, high = normalize01(low.float()), normalize01(high.float())
+        low, high = normalize_min_max(low.float()), normalize_min_max(high.float())
         scale, shift = fit_scale_shift(high, low)
         high = apply_scale_shift(high, scale, shift)
         self.passes += low.shape[0]
@@ -486,11 +476,11 @@ def double_estimate(infer: _CountingEstimator, images: torch.Tensor, low_size: i
     low = to_working_space(infer(images, low_size), kind)[:, None]
     work = merger.working_size or out_size or (height, width)
     if high_size <= low_size:
-        return normalize01(resize(low, work)), low
+        return normalize_min_max(resize(low, work)), low
     high = to_working_space(infer(images, high_size), kind)[:, None]
     low_pixel = max(work) / low_size
-    merged = merger.merge(resize(normalize01(low), work), resize(normalize01(high), work), low_pixel)
-    return normalize01(merged), low
+    merged = merger.merge(resize(normalize_min_max(low), work), resize(normalize_min_max(high), work), low_pixel)
+    return normalize_min_max(merged), low
 
 
 def boost_image(estimator: BoostableEstimator, image: torch.Tensor, merger: DepthMerger, plan: BoostPlan,
@@ -504,7 +494,7 @@ def boost_image(estimator: BoostableEstimator, image: torch.Tensor, merger: Dept
     images = image[None].float()
 
     whole, reference = double_estimate(infer, images, rf, plan.whole.size, merger, kind, (height, width))
-    estimate = normalize01(resize(whole, (height, width)))[:, 0]  # [1,H,W]
+    estimate = normalize_min_max(resize(whole, (height, width)))[:, 0]  # [1,H,W]
     if step is not None:
         step()
     base = estimate.clone()

@@ -86,8 +86,9 @@ def nearness(depth: Depth) -> torch.Tensor:
 
 
 def normalize_min_max(values: torch.Tensor, per_image: bool = True) -> torch.Tensor:
-    """Min-max normalize [B,H,W] to 0..1 per image or over the whole batch; a flat map becomes zeros."""
-    dims = (1, 2) if per_image else (0, 1, 2)
+    """Min-max normalize a batch [B,...] (e.g. [B,H,W] or [B,1,H,W]) to 0..1 per item or over the whole batch;
+    a flat item becomes zeros."""
+    dims = tuple(range(1 if per_image else 0, values.ndim))
     low = values.amin(dim=dims, keepdim=True)
     high = values.amax(dim=dims, keepdim=True)
     span = high - low
