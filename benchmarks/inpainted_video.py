@@ -15,7 +15,6 @@ Speed: layered mesh of a 1-megapixel photo, and frames per second at 512x512 wit
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import resource
 import sys
@@ -26,20 +25,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from depth_core.image import image_to_uint8, psnr_uint8  # noqa: E402
 from depth_core.camera import Pinhole  # noqa: E402
 from depth_core.photo3d import build_photo3d, camera_path, render_frame, render_path  # noqa: E402
 
 FOCAL = 994.978
 BASELINE = 1.0
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10.0 * math.log10(255.0 ** 2 / mse)
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    return (image.permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
 def fill_rows(disparity: np.ndarray) -> np.ndarray:
@@ -82,12 +73,12 @@ def quality(args) -> None:
     distance = torch.from_numpy(BASELINE * FOCAL / disparity).float()
     image = torch.from_numpy(left).permute(2, 0, 1).float() / 255.0
     print(f"motorcycle {width}x{height}, disparity {disparity.min():.1f}..{disparity.max():.1f} px")
-    print(f"  baseline: left photo as the right view        PSNR {psnr(left, right):6.3f} dB")
-    print(f"  baseline: forward warp + nearest row fill      PSNR {psnr(forward_warp_baseline(left, disparity), right):6.3f} dB")
+    print(f"  baseline: left photo as the right view        PSNR {psnr_uint8(left, right):6.3f} dB")
+    print(f"  baseline: forward warp + nearest row fill      PSNR {psnr_uint8(forward_warp_baseline(left, disparity), right):6.3f} dB")
     from depth_core.stereo import warp_by_disparity
 
     stereo = warp_by_disparity(image[None], torch.from_numpy(disparity).float(), "right", "background").images[0]
-    print(f"  baseline: stereo node, background fill          PSNR {psnr(to_uint8(stereo), right):6.3f} dB")
+    print(f"  baseline: stereo node, background fill          PSNR {psnr_uint8(image_to_uint8(stereo.permute(1, 2, 0)), right):6.3f} dB")
     start = time.perf_counter()
     ldi, layered = build_photo3d(image, distance, camera, sharpen_iterations=args.sharpen)
     build_seconds = time.perf_counter() - start
@@ -96,13 +87,13 @@ def quality(args) -> None:
     position = torch.tensor([BASELINE, 0.0, 0.0])
     for supersampling in (1, 2, 3):
         frame, coverage = render_frame(layered.mesh, camera, position, supersampling)
-        print(f"  3D photo, right camera, supersampling {supersampling}:    PSNR {psnr(to_uint8(frame), right):6.3f} dB "
+        print(f"  3D photo, right camera, supersampling {supersampling}:    PSNR {psnr_uint8(image_to_uint8(frame.permute(1, 2, 0)), right):6.3f} dB "
               f"(mesh covers {100 * float(coverage.mean()):.1f} % of the view)")
     if args.save:
         from PIL import Image
 
         frame, _ = render_frame(layered.mesh, camera, position, 2)
-        Image.fromarray(to_uint8(frame)).save(args.save)
+        Image.fromarray(image_to_uint8(frame.permute(1, 2, 0))).save(args.save)
 
 
 def speed(args) -> None:

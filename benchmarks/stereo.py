@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 import os
 import statistics
 import sys
@@ -32,19 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _measure import machine_line, peak_memory  # noqa: E402
+from depth_core.image import image_to_uint8, psnr_uint8  # noqa: E402
 from depth_core.stereo import FILL_MODES, fill_invalid_along_rows, warp_by_disparity, warp_pair  # noqa: E402
 
 OLD_EXTENSION_PAIR_MPS = 2.0
 OLD_EXTENSION_BEST_DB = 22.65
-
-
-def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10.0 * math.log10(255.0 ** 2 / mse)
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    return (image.permute(1, 2, 0).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
 def load_baseline(path: str):
@@ -105,7 +96,7 @@ def main() -> None:
     best_fill, best_db = None, -1.0
     for fill in FILL_MODES:
         view = warp_by_disparity(image, filled, "right", fill).images[0]
-        db = psnr_uint8(to_uint8(view), right)
+        db = psnr_uint8(image_to_uint8(view.permute(1, 2, 0)), right)
         if db > best_db:
             best_fill, best_db = fill, db
         best, median, cpu = time_pairs(lambda: warp_pair(image, filled, filled, fill), args.repeats)
@@ -113,7 +104,7 @@ def main() -> None:
                 f"{megapixels / best:10.1f} {megapixels / median:12.1f} {megapixels / cpu:9.1f} "
                 f"{megapixels / cpu / OLD_EXTENSION_PAIR_MPS:17.1f}")
         if baseline is not None:
-            base_db = psnr_uint8(to_uint8(baseline.warp_by_disparity(image, filled, "right", fill).images[0]), right)
+            base_db = psnr_uint8(image_to_uint8(baseline.warp_by_disparity(image, filled, "right", fill).images[0].permute(1, 2, 0)), right)
             base_best, _, base_cpu = time_pairs(lambda: (baseline.warp_by_disparity(image, filled, "left", fill),
                                                          baseline.warp_by_disparity(image, filled, "right", fill)),
                                                 args.repeats)

@@ -17,7 +17,7 @@ import torch
 
 from .depth import Depth, DepthKind, match_depth_to_images
 from .files import atomic_path
-from .image import image_to_uint8, numpy_to_image
+from .image import image_to_uint8, numpy_to_image, psnr_uint8
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 ALL_OUTPUTS = ("depth", "normal", "sbs", "anaglyph", "mesh")
@@ -162,9 +162,7 @@ def right_view_psnr(left: torch.Tensor, disparity: torch.Tensor, right: torch.Te
     from .stereo import warp_by_disparity
 
     synthesized = warp_by_disparity(left.permute(0, 3, 1, 2), disparity, "right").images.permute(0, 2, 3, 1)
-    error = (torch.from_numpy(image_to_uint8(synthesized[0])).float()
-             - torch.from_numpy(image_to_uint8(right[0])).float()).pow(2).mean()
-    return float(10 * torch.log10(255.0 ** 2 / error))
+    return psnr_uint8(image_to_uint8(synthesized[0]), image_to_uint8(right[0]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,5 +39,12 @@ def numpy_to_image(array: np.ndarray) -> torch.Tensor:
 
 
 def image_to_uint8(image: torch.Tensor) -> np.ndarray:
-    """One IMAGE [H,W,C] (or batch item) to uint8 HxWxC."""
-    return (image.detach().float().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    """0..1 floats (one IMAGE [H,W,C], a texture, vertex colours) to rounded uint8, working on one scratch copy
+    (a 12 MP texture is 36 M values)."""
+    return image.detach().float().mul(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8).cpu().numpy()
+
+
+def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 pictures over all pixels and channels (data range 255)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)

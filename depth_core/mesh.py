@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from .camera import DEFAULT_FOV_DEGREES, Pinhole
 from .depth import Depth, distance
 from .files import write_files_atomic
-from .image import to_rgb
+from .image import image_to_uint8, to_rgb
 
 PROJECTIONS = ("perspective", "equirectangular")
 FORMATS = ("glb", "obj", "ply")
@@ -318,11 +318,6 @@ TEXTURE_PNG_COMPRESS_LEVEL = 1
 (photos barely compress losslessly), which is most of the difference between a 1 s and a 2 s GLB export."""
 
 
-def _to_uint8(values: torch.Tensor) -> np.ndarray:
-    """0..1 floats to rounded uint8, in place on a scratch copy (a 12 MP texture is 36 M values)."""
-    return values.detach().float().mul(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8).cpu().numpy()
-
-
 def _texture_image(mesh: DepthMesh):
     from PIL import Image
 
@@ -334,7 +329,7 @@ def _texture_image(mesh: DepthMesh):
                 params.setdefault("compress_level", TEXTURE_PNG_COMPRESS_LEVEL)
             return super().save(fp, format, **params)
 
-    image = Image.fromarray(_to_uint8(mesh.texture))
+    image = Image.fromarray(image_to_uint8(mesh.texture))
     image.__class__ = FastPngImage
     image.format = "PNG"
     return image
@@ -379,7 +374,7 @@ def mesh_file_contents(mesh: DepthMesh, file_name: str, format: str) -> dict[str
                                        header=None)
         return {file_name: text.encode("utf-8"), **extra_files}
     if format == "ply":
-        colors = np.concatenate([_to_uint8(mesh.vertex_colors),
+        colors = np.concatenate([image_to_uint8(mesh.vertex_colors),
                                  np.full((mesh.vertex_count, 1), 255, np.uint8)], axis=1)
         coloured = trimesh.Trimesh(mesh.vertices.numpy(), mesh.faces.numpy(), vertex_colors=colors, process=False)
         return {file_name: export_ply(coloured, encoding="binary")}
