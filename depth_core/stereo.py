@@ -33,7 +33,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .depth import Depth, DepthKind, fill_non_finite, nearness, normalize_min_max
+from .depth import Depth, DepthKind, fill_non_finite, match_depth_to_images, nearness, normalize_min_max
+from .image import to_rgb
+from .progress import ProgressFn, no_progress
 
 FILL_MODES: tuple[str, ...] = ("background", "polylines_sharp", "polylines_soft", "interpolate", "nearest", "none")
 """Gap fills, best first. background: depth-aware (the background's side of every hole, smoothed);
@@ -242,6 +244,36 @@ def stereo_pair(images: torch.Tensor, depth: Depth, settings: StereoSettings = S
                          "(depth.match_depth_to_images).")
     left_disparity, right_disparity = eye_disparities(depth.to(images.device), images.shape[-1], settings)
     return warp_pair(images, left_disparity, right_disparity, fill)
+
+
+FRAMES_PER_CHUNK_PIXELS = 8_000_000
+"""Frames are warped in chunks of about this many pixels, so long videos do not need all intermediates at once."""
+
+
+def stereo_views(images: torch.Tensor, depth: Depth, settings: StereoSettings = StereoSettings(),
+                 fill: str = "background", device: torch.device | str = "cpu",
+                 progress: ProgressFn = no_progress) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left and right eye views [B,H,W,3] (on the CPU) of an IMAGE batch [B,H,W,C] and its depth of any size.
+
+    The depth is resized to the images (one depth map serves every frame); disparities are computed for the whole
+    batch at once, so whole-batch normalization sees every frame; frames are warped on `device` in chunks.
+    """
+    rgb = to_rgb(images)
+    batch, height, width = rgb.shape[:3]
+    if depth.batch_size == 0:
+        raise ValueError("The depth batch is empty: connect a depth map for the image.")
+    depth = match_depth_to_images(depth, batch, (height, width))
+    left_disparity, right_disparity = eye_disparities(depth, width, settings)
+    chunk = max(1, FRAMES_PER_CHUNK_PIXELS // max(1, height * width))
+    lefts, rights = [], []
+    for first in range(0, batch, chunk):
+        frames = rgb[first:first + chunk].to(device).permute(0, 3, 1, 2)
+        views = warp_pair(frames, left_disparity[first:first + chunk].to(device),
+                          right_disparity[first:first + chunk].to(device), fill)
+        for view, out in zip(views, (lefts, rights)):
+            out.append(view.images.permute(0, 2, 3, 1).clamp(0.0, 1.0).cpu())
+        progress(min(batch, first + chunk), batch)
+    return torch.cat(lefts), torch.cat(rights)
 
 
 def compose_layout(left: torch.Tensor, right: torch.Tensor, layout: str, swap_eyes: bool = False) -> torch.Tensor:

@@ -12,11 +12,9 @@ from PIL import Image
 import folder_paths
 
 from ..depth_core.anaglyph import METHODS, anaglyph
-from ..depth_core.depth import match_depth_to_images
 from ..depth_core.files import atomic_path
 from ..depth_core.image import image_to_uint8, to_rgb
-from ..depth_core.stereo import (DEPTH_MODES, FILL_MODES, LAYOUTS, StereoSettings, compose_layout, eye_disparities,
-                                 warp_by_disparity)
+from ..depth_core.stereo import DEPTH_MODES, FILL_MODES, LAYOUTS, StereoSettings, compose_layout, stereo_views
 from ._common import CATEGORY, comfy_progress, compute_device, depth_input, output_paths, read_depth, to_output_device
 
 STEREO_UI_KEY = "depthtoolkit_stereo"
@@ -24,8 +22,6 @@ STEREO_UI_KEY = "depthtoolkit_stereo"
 file = {"filename", "subfolder", "type": "temp"} like core PreviewImage's entries."""
 
 NORMALIZE_OPTIONS = ["per image", "whole batch"]
-FRAMES_PER_CHUNK_PIXELS = 8_000_000
-"""Frames are warped in chunks of about this many pixels, so long videos do not need all intermediates at once."""
 
 DEPTH_TOOLTIP = (
     "Depth of the image: the DEPTH output of a Depth Toolkit node (keeps metres for metric models), or any depth "
@@ -98,29 +94,6 @@ def _settings(divergence, separation, convergence, balance, depth_exponent, dept
                           fov_degrees=fov_degrees, per_image=normalize == "per image")
 
 
-def _render_pair(images: torch.Tensor, depth_value, settings: StereoSettings, fill: str):
-    """IMAGE [B,H,W,C] + depth -> left, right IMAGE [B,H,W,3] on the CPU, warped on the compute device in chunks."""
-    rgb = to_rgb(images)
-    batch, height, width = rgb.shape[:3]
-    depth = read_depth(depth_value)
-    if depth.batch_size == 0:
-        raise ValueError("The depth batch is empty: connect a depth map for the image.")
-    depth = match_depth_to_images(depth, batch, (height, width))
-    # Disparities for the whole batch at once, so "whole batch" normalization sees every frame.
-    left_disparity, right_disparity = eye_disparities(depth, width, settings)
-    device = compute_device()
-    chunk = max(1, FRAMES_PER_CHUNK_PIXELS // max(1, height * width))
-    progress = comfy_progress(batch)
-    lefts, rights = [], []
-    for first in range(0, batch, chunk):
-        frames = rgb[first:first + chunk].to(device).permute(0, 3, 1, 2)
-        for eye, disparity, out in (("left", left_disparity, lefts), ("right", right_disparity, rights)):
-            view = warp_by_disparity(frames, disparity[first:first + chunk].to(device), eye, fill).images
-            out.append(view.permute(0, 2, 3, 1).clamp(0.0, 1.0).cpu())
-        progress(min(batch, first + chunk), batch)
-    return torch.cat(lefts), torch.cat(rights)
-
-
 def _save_temp_pngs(images: torch.Tensor, prefix: str) -> list[dict]:
     """Save IMAGE [B,H,W,C] as PNGs in ComfyUI's temp folder (like core PreviewImage); returns the ui entries."""
     height, width = images.shape[1], images.shape[2]
@@ -176,7 +149,8 @@ class StereoSBS(io.ComfyNode):
                 swap_eyes, depth_mode, baseline_mm, fov_degrees, normalize) -> io.NodeOutput:
         settings = _settings(divergence, separation, convergence, balance, depth_exponent, depth_mode, baseline_mm,
                              fov_degrees, normalize)
-        left, right = _render_pair(images, depth, settings, fill)
+        left, right = stereo_views(images, read_depth(depth), settings, fill, compute_device(),
+                                       comfy_progress(images.shape[0]))
         stereo = compose_layout(left, right, layout, swap_eyes)
         ui_data = _preview_ui(stereo, left, right)
         return io.NodeOutput(to_output_device(stereo), to_output_device(left), to_output_device(right), ui=ui_data)
@@ -221,7 +195,8 @@ class Anaglyph(io.ComfyNode):
         elif depth is not None:
             settings = _settings(divergence, separation, convergence, balance, depth_exponent, depth_mode,
                                  baseline_mm, fov_degrees, normalize)
-            left, right = _render_pair(images, depth, settings, fill)
+            left, right = stereo_views(images, read_depth(depth), settings, fill, compute_device(),
+                                       comfy_progress(images.shape[0]))
         else:
             raise ValueError("Anaglyph needs either the right eye's view (connect 'right') or a depth map for the "
                              "image (connect 'depth').")
