@@ -5,24 +5,25 @@ more and cover farther ones, and farther pixels revealed beside a near object ("
 all and must be filled.
 
 The kernel treats each image row as a polyline (the old depthmap extension's best idea): every pixel is a flat box
-one pixel wide at its landing position, joined to the next pixel's box by a straight "joint". It rasterizes that
-polyline with exact box filtering, fully vectorized over all rows:
+one pixel wide at its landing position, joined to the next pixel's box by a straight ramp. It renders that polyline
+for all rows at once in a few dozen vectorized passes, with no per-pixel loop and no search:
 
-* Occlusion without a z-buffer. For a view that shifts pixels to the left (the right eye), pixel i lands at
-  f_i = i - d_i. A point further right that lands at or left of f_i has a larger disparity, so it is nearer and
-  hides pixel i. Hence the visible part of a row is where a vertex lies below the suffix minimum of all later
-  vertices: one `cummin` per row instead of a depth test per pixel. This holds for any per-pixel disparity, so an
-  added constant (separation, convergence) changes nothing. The left eye is the mirror image of the same problem.
-* Exact area sampling. An output pixel is the integral of the visible colour profile over its footprint
-  [j - 0.5, j + 0.5], read from a prefix sum of segment areas; the segment under each pixel boundary is found by
-  counting visible vertices (a scatter-add and a cumulative sum, linear time). Integer disparities reproduce the
-  source exactly, sub-pixel ones interpolate linearly, squeezed surfaces are averaged instead of aliased, and a near
-  object's edge pixel keeps its full width over the background it hides.
-* Gaps. Where two neighbouring pixels land more than `gap_threshold` pixels apart the joint is a hole (a depth
+* Occlusion without a z-buffer. For a view that shifts pixels to the right (the left eye), pixel i lands at
+  f_i = i + d_i. An earlier pixel that lands further right has a larger disparity, so it is nearer: the surface
+  seen at x is the first box or ramp that reaches past the running maximum of the landing positions before it, one
+  `cummax` per row instead of a depth test per pixel. This holds for any per-pixel disparity, so an added constant
+  (separation, convergence) changes nothing. The right eye is the mirror image of the same problem, read through
+  mirrored indices.
+* Sampling. A histogram and a cumulative sum (linear time) find, for every output pixel, the pixel k whose box or
+  incoming ramp lies under the right end of its footprint [x - 0.5, x + 0.5]; the output is the integral of the
+  visible profile over the footprint, from pixels k-1 and k and the ramp between them. Integer disparities
+  reproduce the source exactly, sub-pixel ones interpolate linearly, stretched surfaces ramp exactly, and a near
+  object's edge pixel keeps its full width over the background it hides. Only where a squeezed surface packs more
+  than two pixels into a footprint does pixel k-1 stand in for those left of it.
+* Gaps. Where two neighbouring pixels land more than `gap_threshold` pixels apart the ramp is a hole (a depth
   discontinuity; slanted surfaces stretch less); the fill mode decides what lies in it. The "background" fill
-  takes the colour of the farther side (averaged over a few pixels into the background) and smooths it over
-  neighbouring rows and columns, so holes look like the surface behind the object instead of a stretched copy of
-  its edge.
+  takes the colour of the farther side, averaged over a few pixels into the background and over neighbouring rows,
+  so holes look like the surface behind the object instead of a stretched copy of its edge.
 """
 from __future__ import annotations
 
@@ -51,17 +52,25 @@ EYES: tuple[str, ...] = ("left", "right")
 DEFAULT_GAP_THRESHOLD = 2.0
 """A visible segment wider than this many pixels is a hole, narrower ones are a stretched (slanted) surface."""
 
-_SHARP_HALF_WIDTH = 0.45
-"""Half-width of a pixel's flat plateau in the polylines_sharp profile, as in the old extension."""
+_HALF_WIDTHS = {"polylines_sharp": 0.45, "polylines_soft": 0.0}
+"""Half-width of a pixel's flat plateau in the old extension's polyline profiles; every other fill uses 0.5 (pixels
+are boxes)."""
 
-_FLOAT32_PREFIX_WIDTH = 2048
-"""Rows wider than this accumulate their prefix sums in float64."""
+_FAR = 1.0e6
+"""Position of the virtual pixels beyond both ends of a row: far enough that no footprint reaches them."""
 
 _CPU_BLOCK_PIXELS = 1 << 17
-"""Pixels per block of rows warped together on CPU: small enough for the temporaries to stay in cache."""
+"""Output pixels (all views together) per block of rows warped at once on CPU: few enough for the temporaries to
+stay in cache, enough to share each operation between threads."""
 
-_BACKGROUND_SAMPLES = 3
+_BACKGROUND_SAMPLES = 5
 """Pixels into the background averaged for the colour of a hole: one pixel is mostly noise or a thin edge."""
+
+_SMOOTHING_WIDTH_FRACTION = 0.002
+"""Default radius of the rows averaged into a hole's colour, as a fraction of the image width."""
+
+_SHIFTED_ADD_RADIUS = 4
+"""Up to this radius, summing rows by shifted adds beats a cumulative sum down the rows on CPU."""
 
 
 class WarpResult(NamedTuple):
@@ -77,13 +86,13 @@ def warp_by_disparity(images: torch.Tensor, disparity: torch.Tensor, eye: str = 
 
     images: [B,C,H,W] float; disparity: [B,H,W] (or [H,W]) pixels, larger = nearer, may be negative and fractional.
     eye "right": pixel x lands at x - disparity (the camera moved right); "left": at x + disparity.
-    Non-finite disparities count as 0. smoothing: radius of the background fill's smoothing in pixels; None = 1 %
-    of the width (at least 1).
+    Non-finite disparities count as 0. smoothing: for the background fill, the radius in rows over which each hole's
+    colour is averaged; None = 0.2 % of the width (at least 1), 0 = the hole's own row only.
     """
     if eye not in EYES:
         raise ValueError(f"Unknown eye {eye!r}; use 'left' or 'right'.")
     values, (disparity,) = _prepare_warp(images, (disparity,), fill, gap_threshold)
-    return _warp_views(values, (disparity,), (eye == "left",), fill, gap_threshold, smoothing)[0]
+    return _warp_views(values, (disparity,), (eye == "right",), fill, gap_threshold, smoothing)[0]
 
 
 def warp_pair(images: torch.Tensor, left_disparity: torch.Tensor, right_disparity: torch.Tensor,
@@ -93,13 +102,13 @@ def warp_pair(images: torch.Tensor, left_disparity: torch.Tensor, right_disparit
     `(..., right_disparity, "right", ...)`, computed in one batched pass (half the kernel launches, and twice the work
     per operation to share between CPU threads)."""
     values, disparities = _prepare_warp(images, (left_disparity, right_disparity), fill, gap_threshold)
-    left, right = _warp_views(values, disparities, (True, False), fill, gap_threshold, smoothing)
+    left, right = _warp_views(values, disparities, (False, True), fill, gap_threshold, smoothing)
     return left, right
 
 
 def _prepare_warp(images: torch.Tensor, disparities: tuple[torch.Tensor, ...], fill: str,
                   gap_threshold: float) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    """Check the inputs of a warp; returns the images as float32/64 and each disparity as finite [B,H,W]."""
+    """Check the inputs of a warp; returns the images as float32/64 and each disparity as [B,H,W] of that type."""
     if fill not in FILL_MODES:
         raise ValueError(f"Unknown fill {fill!r}; use one of {', '.join(FILL_MODES)}.")
     if images.ndim != 4:
@@ -119,49 +128,40 @@ def _prepare_warp(images: torch.Tensor, disparities: tuple[torch.Tensor, ...], f
         raise ValueError(f"Nothing to warp: the images have shape {tuple(images.shape)}.")
     # Positions need float32 at least: half precision cannot tell pixel 2049 from 2050.
     values = images if images.dtype == torch.float64 else images.float()
-    return values, tuple(torch.nan_to_num(d.to(device=values.device, dtype=values.dtype).expand(batch, -1, -1),
-                                          nan=0.0, posinf=0.0, neginf=0.0) for d in prepared)
+    return values, tuple(d.to(device=values.device, dtype=values.dtype).expand(batch, -1, -1) for d in prepared)
 
 
 def _warp_views(values: torch.Tensor, disparities: tuple[torch.Tensor, ...], mirrored: tuple[bool, ...], fill: str,
                 gap_threshold: float, smoothing: float | None) -> list[WarpResult]:
-    """Warp `values` [B,C,H,W] once per disparity [B,H,W] (mirrored: that view moves pixels right)."""
+    """Warp `values` [B,C,H,W] once per disparity [B,H,W] (mirrored: that view moves pixels left, the kernel's
+    problem seen in a mirror)."""
     batch, channels, height, width = values.shape
     views = len(disparities)
-    if smoothing is None:
-        smoothing = max(1.0, 0.01 * width)
     # Rows as channel planes [C, rows, W] (per-plane gathers and broadcasts of [rows, W] weights are the fast paths
-    # on CPU); the left eye is the right eye's problem seen in a mirror. On CPU, blocks of rows whose temporaries stay
-    # in cache are about twice as fast as the whole image at once (every operation streams its operands through
-    # memory, and each large temporary is fresh pages); on CUDA one block holds the whole image.
+    # on CPU). All views are warped together and read the same tables of source colours; a mirrored view reads them
+    # through mirrored indices, so no image is ever flipped. On CPU, blocks of rows whose temporaries stay in cache
+    # are faster than the whole image at once; on CUDA one block holds the whole image.
     n_rows = batch * height
-    step = n_rows if values.device.type != "cpu" else max(1, _CPU_BLOCK_PIXELS // width)
+    step = n_rows if values.device.type != "cpu" else max(1, _CPU_BLOCK_PIXELS // (width * views))
     planes = values.transpose(0, 1).reshape(channels, n_rows, width)
+    colours = _padded_colours(planes)
+    hole_colours = None
+    if fill == "background":
+        radius = max(1, round(_SMOOTHING_WIDTH_FRACTION * width)) if smoothing is None else max(0, round(smoothing))
+        hole_colours = _hole_colours(planes, _BACKGROUND_SAMPLES, radius, height)
+    disparity = values.new_empty(views, n_rows, width)
+    for target, source, mirror in zip(disparity, disparities, mirrored):   # non-finite disparities count as 0
+        source = source.reshape(n_rows, width)
+        torch.nan_to_num(source.flip(-1) if mirror else source, nan=0.0, posinf=0.0, neginf=0.0, out=target)
     out = values.new_empty(channels, views, n_rows, width)
     holes = values.new_empty(views, n_rows, width)
-    fill_sum = values.new_empty(channels, views, n_rows, width) if fill == "background" else None
-    for view, (disparity, flip) in enumerate(zip(disparities, mirrored)):
-        disparity = disparity.reshape(n_rows, width)
-        for start in range(0, n_rows, step):
-            block = slice(start, min(n_rows, start + step))
-            rows, row_disparity = planes[:, block], disparity[block]
-            if flip:
-                rows, row_disparity = rows.flip(-1), row_disparity.flip(-1)
-            # Mirrored views stay mirrored until the end: their blocks are written straight into the result.
-            _rasterize_rows(rows, row_disparity, fill, gap_threshold,
-                            out=(out[:, view, block], holes[view, block],
-                                 None if fill_sum is None else fill_sum[:, view, block]))
-    results = []
-    for view, flip in enumerate(mirrored):
-        view_out, view_holes = out[:, view], holes[view]
-        if fill_sum is not None:   # the box smoothing is symmetric: mirrored or not makes no difference
-            _add_smooth_fill(view_out, fill_sum[:, view], view_holes, batch, height, int(round(smoothing)),
-                             whole_stack=values.device.type != "cpu")
-        if flip:
-            view_out, view_holes = view_out.flip(-1), view_holes.flip(-1)
-        results.append(WarpResult(view_out.view(channels, batch, height, width).transpose(0, 1),
-                                  view_holes.view(batch, height, width)))
-    return results
+    for start in range(0, n_rows, step):
+        block = slice(start, min(n_rows, start + step))
+        _rasterize_rows(colours[:, block], disparity[:, block], mirrored, fill, gap_threshold,
+                        None if hole_colours is None else hole_colours[:, block],
+                        out=(out[:, :, block], holes[:, block]))
+    return [WarpResult(out[:, view].view(channels, batch, height, width).transpose(0, 1),
+                       holes[view].view(batch, height, width)) for view in range(views)]
 
 
 DEPTH_MODES: tuple[str, ...] = ("auto", "relative", "metric")
@@ -324,212 +324,159 @@ def fill_invalid_along_rows(disparity: torch.Tensor) -> torch.Tensor:
     return torch.where(valid, disparity, filled)
 
 
-def _suffix_min(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row: min over j >= i of values[j], and the index where it is reached."""
-    width = values.shape[-1]
-    reversed_min, reversed_index = values.flip(-1).cummin(-1)
-    return reversed_min.flip(-1), (width - 1) - reversed_index.flip(-1)
+def _rasterize_rows(colours: torch.Tensor, disparity: torch.Tensor, mirrored: tuple[bool, ...], fill: str,
+                    gap_threshold: float, hole_colours: torch.Tensor | None,
+                    out: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Warp the same rows once per view to the right by disparity [V,N,W] (pixel i lands at f_i = i + d_i); a
+    mirrored view's disparity is given mirrored, and that view moves pixels left. See the module docstring.
 
+    colours: the source rows [C,N,W+2] from `_padded_colours`; hole_colours: `_hole_colours` of the source, for the
+    "background" fill. Writes into `out` the colours [C,V,N,W] (holes black for the "none" fill) and the hole
+    fraction [V,N,W].
 
-def _rasterize_rows(rows: torch.Tensor, disparity: torch.Tensor, fill: str, gap_threshold: float,
-                    out: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Warp rows given as channel planes [C,N,W] to the left by disparity [N,W]; see the module docstring.
-
-    Pixel i is a flat box [f_i - w, f_i + w] (w = 0.5; 0.45 / 0 for the old polyline profiles) followed by a joint
-    [f_i + w, f_{i+1} - w] to the next pixel; the joint after the last pixel is the empty space on the right, and
-    the empty space left of the leftmost landing comes first. In row order the segments are numbered s = 0 (left
-    space), 2i + 1 (box i), 2i + 2 (joint i). Returns (colours [C,N,W] with holes black for the "none" and
-    "background" fills, hole fraction [N,W], and for "background" each pixel's hole fraction times its hole colour
-    [C,N,W], else None), written into `out` when given (saves a copy of every result).
+    Pixel i is a flat box [f_i - w, f_i + w] (w = 0.5; 0.45 / 0 for the old polyline profiles) joined to the next
+    pixel's box by a straight ramp. Indices into the padded tables are pixel + 1: entry 0 stands for the empty space
+    left of the row, entry W + 1 for the space right of it, both "pixels" infinitely far out.
     """
-    channels, n_rows, width = rows.shape
-    device, dtype = rows.device, rows.dtype
-    w = {"polylines_soft": 0.0, "polylines_sharp": _SHARP_HALF_WIDTH}.get(fill, 0.5)
-    last = width - 1
-    landing = torch.arange(width, device=device, dtype=dtype) - disparity         # f, [N,W]
-    # Visibility: the suffix minimum of the vertex positions. Over the vertices from box i on it is G_i - w, with
-    # G the suffix minimum of f; from box i's right vertex on it is min(f_i + w, G_{i+1} - w).
-    suffix, suffix_index = _suffix_min(landing)
-    box_start = landing - w
-    box_end = landing + w
-    after = torch.empty_like(landing)                                            # G_{i+1} - w (+inf at the end)
-    after[:, :-1] = suffix[:, 1:] - w
-    after[:, -1] = math.inf
-    visible_box_end = torch.minimum(box_end, after)
-    visible_box = (visible_box_end - box_start).clamp_(0.0, 2.0 * w)
-    far_right = landing[:, -1:].clamp_min(width - 0.5) + 1.0
-    after[:, -1:] = far_right
-    visible_joint = (after - box_end).clamp_min_(0.0)
-    first_vertex = suffix[:, :1] - w                                             # leftmost visible position
-    far_left = first_vertex.clamp_max(-0.5) - 1.0
-    first_pixel = suffix_index[:, :1]
-    visible_left = first_vertex - far_left
+    views, n_rows, width = disparity.shape
+    device, dtype = colours.device, colours.dtype
+    w = _HALF_WIDTHS.get(fill, 0.5)
+    colours_out, holes_out = out
+    ascending = torch.arange(width, device=device, dtype=dtype)
 
-    # Joints: their true length, whether they are gaps (pixels more than gap_threshold apart), their profile.
-    joint_length = torch.empty_like(landing)
-    joint_length[:, :-1] = (landing[:, 1:] - landing[:, :-1] - 2.0 * w).clamp_min(0.0)
-    joint_length[:, -1:] = far_right - box_end[:, -1:]
-    # Float 0/1 masks and integer arithmetic instead of boolean masks and torch.where: several times faster on CPU.
-    gap = torch.empty_like(landing)
-    torch.sub(landing[:, 1:] - landing[:, :-1], gap_threshold, out=gap[:, :-1]).sign_().clamp_min_(0.0)
-    gap[:, -1] = 1.0
-    hole_fill = fill in ("none", "background")
+    landing = colours.new_empty(views, n_rows, width + 2)
+    torch.add(disparity, ascending, out=landing[..., 1:-1])
+    landing[..., 0], landing[..., -1] = -_FAR, _FAR
+    # Visibility: an earlier pixel that lands further right is nearer (it moved further), so the surface seen at x is
+    # the first joint or box that reaches past the running maximum of the landing positions before it.
+    envelope = colours.new_empty(views, n_rows, width + 1)
+    envelope[..., 0] = -_FAR
+    nearest = torch.empty(views, n_rows, width + 1, device=device, dtype=torch.long)   # pixel reaching furthest
+    nearest[..., 0] = -1
+    torch.cummax(landing[..., 1:-1], dim=-1, out=(envelope[..., 1:], nearest[..., 1:]))
 
-    def joint_weights(s: torch.Tensor, length: torch.Tensor, is_gap: torch.Tensor):
-        """Weights of the left pixel, the right pixel and the hole colour in the integral over [0, s] of a joint:
-        a linear ramp from the left pixel's colour to the right one's (s^2 / 2L of the right one), except across
-        gaps for the hole fills (all hole) and nearest (each side up to the middle)."""
-        s = torch.minimum(s, length)
-        right = s * s / (2.0 * length.clamp_min(1e-12))
-        if fill == "nearest":
-            right.lerp_((s - 0.5 * length).clamp_min_(0.0), is_gap)
-        left = s - right
-        if not hole_fill:
-            return left, right, None
-        keep = 1.0 - is_gap
-        return left.mul_(keep), right.mul_(keep), s * is_gap
+    # Locate the right end x + 0.5 of each output pixel's footprint: k = the number of pixels whose visible box ends
+    # left of it, so it lies in the joint k-1 -> k or in box k. A histogram and a cumulative sum: linear time.
+    ends = (envelope[..., 1:] + (w + 0.5)).clamp_(0, width).long()   # truncation is floor here
+    counts = torch.zeros(views, n_rows, width + 1, device=device, dtype=torch.long)
+    counts.scatter_add_(-1, ends, torch.ones_like(ends))
+    before = counts.cumsum_(-1)[..., :width]                              # padded index of pixel k - 1
+    # A mirrored view's output pixel j is its problem's pixel W - 1 - j: everything below runs in output order.
+    positions = ascending.expand(views, 1, width).clone()
+    for view, mirror in enumerate(mirrored):
+        if mirror:
+            before[view] = before[view].flip(-1)
+            positions[view] = ascending.flip(-1)
 
-    # What an output boundary needs from the source, by column c (describing the segments of pixel c - 1): the
-    # colour integral of everything left of box c - 1 (prefix sum), pixel c - 1, pixel c (the joint's right end) and,
-    # for the background fill, the hole colour of joint c - 1. Prefix and hole colour share one table [S, N, W+1].
-    accumulate = torch.float64 if width > _FLOAT32_PREFIX_WIDTH else dtype   # float32 sums lose grey levels past that
-    joint_a, joint_b, _ = joint_weights(visible_joint, joint_length, gap)
-    stacks = 2 if fill == "background" else 1
-    table = torch.empty(stacks * channels, n_rows, width + 1, device=device, dtype=accumulate)
-    prefix = table[:channels]
-    prefix[..., 0] = 0.0
-    if hole_fill:   # holes stay black here; the background fill adds its colour afterwards
-        prefix[..., 1] = 0.0
-    else:
-        prefix[..., 1:2] = _gather_columns(rows, first_pixel) * visible_left
-    if width > 1:
-        pair = prefix[..., 2:]
-        torch.mul(rows[..., :-1], (visible_box + joint_a)[:, :-1], out=pair)
-        pair.addcmul_(rows[..., 1:], joint_b[:, :-1])
-    prefix.cumsum_(-1)
-    if fill == "background":
-        # A hole's colour is its farther side: for a leftward warp a gap means f_{i+1} - f_i > 1, so
-        # d_{i+1} < d_i and the right side is farther. Averaged a few pixels into it; the right edge looks left.
-        _hole_colours(rows, _BACKGROUND_SAMPLES, out=table[channels:])
+    # The footprint [x - 0.5, x + 0.5] in coordinates relative to x: pixel k-1's side up to the end of its visible
+    # box, then the joint (ramp) up to the start of box k, then box k. Exact for shifted and stretched surfaces and
+    # at occlusion edges; where a squeezed surface packs more pixels into the footprint, pixel k-1 stands in for
+    # those left of it.
+    box_end_offset, box_start_offset = positions - w, positions + w      # x - w, x + w
+    joint_left = torch.gather(envelope, -1, before).sub_(box_end_offset).clamp_(min=-0.5)
+    ramp_start = torch.gather(landing, -1, before)                        # pixel k-1 lands here ...
+    joint_right = torch.gather(landing[..., 1:], -1, before)              # ... and pixel k here
+    span = joint_right - ramp_start                                       # distance of the two pixels
+    joint_right.sub_(box_start_offset)                                    # box k starts here
+    ramp_start.sub_(box_end_offset)                                       # the ramp starts here
+    if fill == "nearest":   # across a hole, each side stretched to its middle
+        middle = torch.add(ramp_start, joint_right).mul_(0.5)
+    joint_right.clamp_(min=joint_left).clamp_(max=0.5)
+    joint_length = joint_right - joint_left
+    gap = (span - gap_threshold).sign_().clamp_(min=0.0)                # 1 across a hole (float: fast on CPU)
+    torch.mul(joint_length, gap, out=holes_out)
+    # The integral of the ramp's weight (0 at its start, 1 at box k) over the joint part of the footprint.
+    ramp = torch.add(joint_left, joint_right).mul_(0.5).sub_(ramp_start).mul_(joint_length).div_(
+        span.sub_(2.0 * w).clamp_(min=1e-6))
+    if fill == "nearest":
+        ramp.lerp_(joint_right - middle.clamp_(min=joint_left).clamp_(max=joint_right), gap)
+    elif fill in ("none", "background"):
+        ramp.addcmul_(ramp, gap, value=-1.0)
+    weight_after = joint_right.neg_().add_(0.5).add_(ramp)                # box k's part and the ramp's
+    weight_before = weight_after.neg().add_(1.0)
+    if fill in ("none", "background"):
+        weight_before.sub_(holes_out)
 
-    # Locate every pixel boundary t_j = j - 0.5 (j = 0..W): it lies in segment K = the number of visible vertices
-    # at or left of it. Counting vertices per boundary and a cumulative sum do this in linear time.
-    counts = torch.zeros(n_rows, width + 2, device=device, dtype=dtype)
-    ones = torch.ones_like(landing)
-    counts.scatter_add_(1, torch.ceil(suffix + (0.5 - w)).clamp_(0, width + 1).long(), ones)
-    counts.scatter_add_(1, torch.ceil(visible_box_end + 0.5).clamp_(0, width + 1).long(), ones)
-    # Segment arithmetic in floating point (small integers, exact) rather than int64: much faster on CPU.
-    segment = counts.cumsum_(1)[:, : width + 1]                                 # K, [N, W+1]
-    half = segment.mul(0.5).floor_()
-    odd = torch.addcmul(segment, half, half.new_tensor(-2.0))                   # K mod 2: 1 in a box
-    left_f = (1.0 - segment).clamp_min_(0.0)                                     # 1 in the left space (K = 0)
-    joint_f = 1.0 - odd - left_f                                                 # 1 in a joint (K even, > 0)
-    after_segment = half + odd                                                   # (K + 1) // 2
-    pixel = (after_segment - 1.0).clamp_min_(0.0).long()                         # i of box/joint K
-    f_i, box_i, length_i, gap_i = (values.gather(1, pixel)
-                                   for values in (landing, visible_box, joint_length, gap))
-    boundary = torch.arange(width + 1, device=device, dtype=dtype) - 0.5
-    into_box = boundary - (f_i - w)
-    into_joint = boundary - (f_i + w)
-    b_a, b_b, b_fill = joint_weights(into_joint.clamp_min(0.0), length_i, gap_i)
-    outside = 1.0 - left_f
-    weight_a = torch.lerp(into_box, box_i + b_a, joint_f).mul_(outside)          # 0 in the left space
-    weight_b = b_b.mul_(joint_f)
-    into_left = (boundary - far_left).clamp_min_(0.0).mul_(left_f)
-    hole = (b_fill if b_fill is not None else torch.minimum(into_joint.clamp_min(0.0), length_i).mul_(gap_i))
-    hole = hole.mul(joint_f).add_(into_left)
-    # Column of Z: pixel + 1, or in the left space the leftmost visible pixel, read through Z2 (hence first_pixel).
-    column = torch.addcmul(after_segment, left_f, first_pixel.to(dtype)).long()
-    if not hole_fill:
-        weight_b.add_(into_left)
-    picked_table = _gather_columns(table, column)
-    source = rows if accumulate == dtype else rows.to(accumulate)
-    at_boundary = picked_table[:channels].mul_(outside)
-    at_boundary.addcmul_(_gather_columns(source, (column - 1).clamp_min_(0)), weight_a)   # 0 in the left space
-    at_boundary.addcmul_(_gather_columns(source, column.clamp_max(last)), weight_b)
-    colours_out, holes_out, fill_out = out if out is not None and accumulate == dtype else (None, None, None)
-    colours = torch.sub(at_boundary[..., 1:], at_boundary[..., :-1], out=colours_out).to(dtype)
-
-    # Hole fraction per pixel, from the same prefix idea on the gap lengths.
-    pair_index = after_segment.long()                                            # prefix entry before K
-    hole_prefix = torch.cat([landing.new_zeros(n_rows, 1), visible_left, visible_joint * gap], dim=1).cumsum(1)
-    hole_at_boundary = hole_prefix.gather(1, pair_index) + hole
-    holes = torch.sub(hole_at_boundary[:, 1:], hole_at_boundary[:, :-1], out=holes_out).clamp_(0.0, 1.0)
-    fill_sum = None
-    if fill == "background":
-        # For the smoothing pass: each pixel's hole fraction times its hole colour. The hole part belongs to the gap
-        # (or left space) its left boundary lies in, or starts right after it.
-        fill_sum = torch.mul(picked_table[channels:, :, :-1].to(dtype), holes, out=fill_out)
-    if out is not None and accumulate != dtype:
-        for result, target in zip((colours, holes, fill_sum), out):
-            if target is not None:
-                target.copy_(result)
-    return colours, holes, fill_sum
+    # Read the colours from the source tables, which all views share. Left of the joint lies the pixel that reaches
+    # furthest among 0..k-1 (pixel k-1 itself unless a nearer one hides it), padded index `visible`; pixel k has
+    # padded index before + 1. A mirrored view's pixel p is the source's pixel W - 1 - p, padded index W - p.
+    visible = torch.gather(nearest, -1, before).add_(1)
+    left_index, right_index = visible, before + 1
+    for view, mirror in enumerate(mirrored):
+        if mirror:
+            torch.sub(width + 1, visible[view], out=left_index[view])
+            torch.sub(width + 1, right_index[view], out=right_index[view])
+    picked = torch.empty_like(weight_after)
+    for plane, colour in zip(colours, colours_out):
+        source = plane.expand(views, -1, -1)
+        torch.gather(source, -1, left_index, out=colour).mul_(weight_before)
+        colour.addcmul_(torch.gather(source, -1, right_index, out=picked), weight_after)
+    if hole_colours is not None:
+        # A hole lies between a nearer pixel on one side and the farther pixel k - 1 on the other: its colour is the
+        # background's, the _hole_colours entry of pixel k - 1 that looks away from the hole: `before` for an
+        # unmirrored view, (W + 1 - before) + count - 1 for a mirrored one.
+        count = hole_colours.shape[-1] - width - 1
+        hole_index = right_index.sub_(1)
+        for view, mirror in enumerate(mirrored):
+            if mirror:
+                hole_index[view].add_(count + 1)
+        for plane, colour in zip(hole_colours, colours_out):
+            colour.addcmul_(torch.gather(plane.expand(views, -1, -1), -1, hole_index, out=picked), holes_out)
 
 
-def _hole_colours(rows: torch.Tensor, count: int, out: torch.Tensor) -> torch.Tensor:
-    """Into out [C,N,W+1]: entry i < W is the mean of `count` pixels from pixel i going right (the last pixel repeated
-    past the edge); entry W, for the space beyond the right edge, the mean of the last `count` pixels."""
-    width = rows.shape[-1]
+def _mean_of_rows(frames: torch.Tensor, radius: int, scale: float = 1.0) -> torch.Tensor:
+    """Mean over rows i-radius..i+radius of frames [C,B,H,W] (rows beyond a frame's edges left out), times `scale`:
+    shifted adds for small radii (the scale rides along for free), a cumulative sum down the rows for large ones."""
+    height = frames.shape[2]
+    rows = torch.arange(height, device=frames.device)
+    if radius <= _SHIFTED_ADD_RADIUS:
+        weight = scale / (2 * radius + 1)
+        summed = torch.mul(frames, weight)
+        for step in range(1, radius + 1):
+            summed[:, :, step:].add_(frames[:, :, :-step], alpha=weight)
+            summed[:, :, :-step].add_(frames[:, :, step:], alpha=weight)
+        if radius:   # rows near a frame's edges average fewer rows
+            edges = torch.cat([rows[:radius], rows[height - radius:]]).unique()
+            in_window = 1 + edges.clamp(max=radius) + (height - 1 - edges).clamp(max=radius)
+            summed[:, :, edges] *= ((2 * radius + 1) / in_window).to(frames.dtype)[:, None]
+        return summed
+    running = F.pad(frames, (0, 0, 1, 0)).cumsum_(2)                      # running[h]: rows 0..h-1
+    upper = (rows + radius + 1).clamp_(max=height)
+    lower = (rows - radius).clamp_(min=0)
+    summed = running.index_select(2, upper).sub_(running.index_select(2, lower))
+    return summed.mul_((scale / (upper - lower)).to(frames.dtype)[:, None])
+
+
+def _padded_colours(planes: torch.Tensor) -> torch.Tensor:
+    """[C,N,W] -> [C,N,W+2] with each row's end pixels repeated once beyond its ends."""
+    padded = planes.new_empty(*planes.shape[:-1], planes.shape[-1] + 2)
+    padded[..., 1:-1] = planes
+    padded[..., 0], padded[..., -1] = planes[..., 0], planes[..., -1]
+    return padded
+
+
+def _hole_colours(planes: torch.Tensor, count: int, radius: int, height: int) -> torch.Tensor:
+    """Hole colours of source rows [C,N,W] (N = frames x height): the mean of `count` neighbouring pixels along the
+    row (n = count, clamped to the width), averaged over rows i-radius..i+radius of the same frame, so the rows of a
+    hole agree instead of streaking. A table [C,N,W+n+1] whose entry e + 1 is the mean over pixels e-n+1..e (the end
+    pixels repeated past the row's ends): a hole left of the row reads entry 0 (the first n pixels), a hole whose
+    background lies on its left reads entry k for pixel k - 1, one whose background lies on its right reads entry
+    k + n - 1 for pixel k - 1 (pixels k-1..k+n-2), and a hole right of the row the last entry (the last n pixels)."""
+    channels, n_rows, width = planes.shape
     count = max(1, min(count, width))
-    body = out[..., :width]
-    body.copy_(rows)
-    for step in range(1, count):
-        body[..., : width - step] += rows[..., step:]
-        body[..., width - step:] += rows[..., -1:]
-    out[..., width] = rows[..., width - count:].sum(-1)
-    return out.mul_(1.0 / count)
-
-
-def _box_sum(values: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
-    """Sum over [i - radius, i + radius] along `dim` (zero outside), same size, in O(1) per element.
-    `values` is overwritten (it becomes its own cumulative sum)."""
-    size = values.shape[dim]
-    if radius <= 0 or size == 0:
-        return values
-    summed = values.cumsum_(dim)
-    out = torch.empty_like(summed)
-    reach = min(radius, size - 1)
-    # window [i - r, i + r] = summed[min(i + r, n - 1)] - summed[i - r - 1] (nothing to subtract for i <= r)
-    out.narrow(dim, 0, size - reach).copy_(summed.narrow(dim, reach, size - reach))
-    out.narrow(dim, size - reach, reach).copy_(summed.narrow(dim, size - 1, 1).expand_as(out.narrow(dim, size - reach,
-                                                                                                    reach)))
-    if size > radius + 1:
-        out.narrow(dim, radius + 1, size - radius - 1).sub_(summed.narrow(dim, 0, size - radius - 1))
+    radius = max(0, min(radius, height - 1))
+    frames = planes.view(channels, n_rows // height, height, width)
+    summed = _mean_of_rows(frames, radius, 1.0 / count).view(channels, n_rows, width)
+    first, last = summed[..., 0].clone(), summed[..., -1].clone()
+    sums = summed.cumsum_(-1)                                              # sums[e]: pixels 0..e
+    out = planes.new_empty(channels, n_rows, width + count + 1)
+    if width > count:
+        torch.sub(sums[..., count:], sums[..., :-count], out=out[..., count + 1:width + 1])
+    out[..., count] = sums[..., count - 1]
+    for e in range(count - 1):                                             # the first pixel repeated on the left
+        torch.add(sums[..., e], first, alpha=count - 1 - e, out=out[..., e + 1])
+    for e in range(width, width + count - 1):                              # the last pixel repeated on the right
+        window = sums[..., -1] - sums[..., e - count] if e >= count else sums[..., -1].clone()
+        torch.add(window, last, alpha=e - width + 1, out=out[..., e + 1])
+    out[..., 0], out[..., -1] = out[..., count], out[..., width]
     return out
-
-
-def _add_smooth_fill(out: torch.Tensor, fill_sum: torch.Tensor, holes: torch.Tensor, batch: int, height: int,
-                     radius: int, whole_stack: bool) -> None:
-    """Add to out [C,N,W] the hole colours averaged over a (2r+1)^2 window of hole pixels, weighted by each pixel's
-    hole fraction (times that fraction), so rows of background colour become a smooth surface instead of streaks.
-    fill_sum [C,N,W] (hole fraction x hole colour) is overwritten. Works one image plane at a time: a plane's box
-    sums stay in cache, several times faster on CPU than filtering the whole stack at once."""
-    if whole_stack:   # one pass over the whole stack: few large kernels suit a GPU
-        weight = _box_sum(_box_sum(holes.reshape(batch, height, -1).clone(), radius, 2), radius, 1)
-        scale = holes / weight.reshape(holes.shape).clamp_min_(1e-6)
-        stack = fill_sum.reshape(-1, batch, height, fill_sum.shape[-1])
-        out.addcmul_(_box_sum(_box_sum(stack, radius, 3), radius, 2).reshape(out.shape), scale)
-        return
-    for image in range(batch):
-        rows = slice(image * height, (image + 1) * height)
-        hole = holes[rows]
-        weight = _box_sum(_box_sum(hole.clone(), radius, 1), radius, 0).clamp_min_(1e-6)
-        scale = hole / weight
-        for plane, target in zip(fill_sum[:, rows], out[:, rows]):
-            target.addcmul_(_box_sum(_box_sum(plane, radius, 1), radius, 0), scale)
-
-
-def _gather_columns(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Channel planes values [C,N,W'] at per-row column indices [N,K] -> [C,N,K]. One 2-D gather per plane: on CPU
-    several times faster than a single gather with the index expanded over the channels."""
-    out = values.new_empty(values.shape[0], *index.shape)
-    for plane, picked in zip(values, out):
-        torch.gather(plane, 1, index, out=picked)
-    return out
-
-
-def _exclusive_cumsum(values: torch.Tensor) -> torch.Tensor:
-    """Cumulative sum along the last axis that starts at 0: out[..., k] = sum of values[..., :k]."""
-    return F.pad(values.cumsum(-1), (1, 0))[..., :-1]

@@ -125,9 +125,15 @@ def test_background_fill_takes_the_background_side():
     image, disparity = square_scene()
     result = warp_by_disparity(image, disparity, "right", "background", smoothing=0)
     hole = result.images[:, :, 6:14, 13:17]
-    # The hole lies between the white square (left) and the background (right): it must not be white.
-    background_right = image[:, :, 6:14, 18:21].mean(-1, keepdim=True)
+    # The hole lies between the white square (left) and the background (right): it takes the mean of the first
+    # background pixels on the right of the square (their source columns 18..22), never the square's white.
+    background_right = image[:, :, 6:14, 18:23].mean(-1, keepdim=True)
     torch.testing.assert_close(hole, background_right.expand_as(hole), atol=1e-5, rtol=0)
+    # With smoothing the hole colour is averaged over neighbouring rows of the same frame.
+    smoothed = warp_by_disparity(image, disparity, "right", "background", smoothing=2).images[:, :, 6:14, 13:17]
+    rows = image[:, :, 4:16, 18:23].mean(-1)
+    expected = torch.stack([rows[..., r:r + 5].mean(-1) for r in range(8)], -1)[..., None].expand_as(smoothed)
+    torch.testing.assert_close(smoothed, expected, atol=1e-5, rtol=0)
 
 
 def test_one_pixel_wide_and_batch_broadcast():
@@ -232,23 +238,78 @@ def test_warp_pair_matches_one_warp_per_eye_and_blocks_of_rows_change_nothing(fi
         warp_pair(image, left_disparity[..., :29], right_disparity, fill)
 
 
-def test_background_smoothing_per_plane_equals_whole_stack():
+def brute_force_hole_colours(planes: torch.Tensor, count: int, radius: int, height: int) -> torch.Tensor:
+    """_hole_colours by its definition, one entry at a time."""
+    channels, n_rows, width = planes.shape
+    count, radius = min(count, width), min(radius, height - 1)
+    table = torch.zeros(channels, n_rows, width + count + 1)
+    for row in range(n_rows):
+        frame, y = divmod(row, height)
+        rows = [frame * height + r for r in range(max(0, y - radius), min(height, y + radius + 1))]
+        for entry in range(-1, width + count):
+            if entry == -1:
+                columns = list(range(count))
+            elif entry == width + count - 1:
+                columns = list(range(width - count, width))
+            else:
+                columns = [min(max(c, 0), width - 1) for c in range(entry - count + 1, entry + 1)]
+            table[:, row, entry + 1] = planes[:, rows][:, :, columns].mean((1, 2))
+    return table
+
+
+@pytest.mark.parametrize("count, radius, width", [(5, 2, 9), (3, 0, 12), (5, 3, 3), (3, 1, 1), (5, 6, 8)])
+def test_hole_colour_table_averages_within_each_frame(count, radius, width, monkeypatch):
     import depth_core.stereo as stereo
-    generator = torch.Generator().manual_seed(6)
-    holes = (torch.rand(2 * 9, 13, generator=generator) - 0.6).clamp_min(0.0) * 2.5
-    fill_sum = torch.rand(3, 2 * 9, 13, generator=generator) * holes
-    per_plane, whole = torch.zeros(3, 18, 13), torch.zeros(3, 18, 13)
-    stereo._add_smooth_fill(per_plane, fill_sum.clone(), holes, 2, 9, 2, whole_stack=False)
-    stereo._add_smooth_fill(whole, fill_sum.clone(), holes, 2, 9, 2, whole_stack=True)
-    torch.testing.assert_close(per_plane, whole, atol=1e-6, rtol=1e-5)
-    # Against a direct 5x5 window average of the hole colours, image by image.
-    colours = fill_sum.view(3, 2, 9, 13)
-    weights = holes.view(1, 2, 9, 13)
-    box = torch.ones(1, 1, 5, 5)
-    summed = torch.nn.functional.conv2d(colours.reshape(6, 1, 9, 13), box, padding=2).view(3, 2, 9, 13)
-    weight = torch.nn.functional.conv2d(weights.reshape(2, 1, 9, 13), box, padding=2).view(1, 2, 9, 13)
-    expected = (summed / weight.clamp_min(1e-6) * weights).view(3, 18, 13)
-    torch.testing.assert_close(per_plane, expected, atol=1e-5, rtol=1e-4)
+    planes = torch.rand(3, 2 * 7, width, generator=torch.Generator().manual_seed(7))
+    expected = brute_force_hole_colours(planes, count, radius, 7)
+    torch.testing.assert_close(stereo._hole_colours(planes, count, radius, 7), expected, atol=1e-5, rtol=0)
+    # Large radii sum the rows with a cumulative sum instead of shifted adds: the same table.
+    monkeypatch.setattr(stereo, "_SHIFTED_ADD_RADIUS", -1)
+    torch.testing.assert_close(stereo._hole_colours(planes, count, radius, 7), expected, atol=1e-5, rtol=0)
+
+
+def brute_force_box_model(image: torch.Tensor, disparity: torch.Tensor, samples: int = 256) -> torch.Tensor:
+    """The left eye's view of one row [C,W] by its definition: every pixel a box one pixel wide at x + d, joined to the
+    next one by a straight ramp of colour and disparity; at each of `samples` points per output pixel the nearest
+    (largest disparity) surface is seen; pixel values are the mean over their points."""
+    channels, width = image.shape
+    landing = torch.arange(width, dtype=torch.float64) + disparity.double()
+    out = torch.zeros(channels, width, dtype=torch.float64)
+    for column in range(width):
+        for point in ((torch.arange(samples, dtype=torch.float64) + 0.5) / samples + column - 0.5).tolist():
+            best, colour = -math.inf, None
+            for i in range(width):
+                if landing[i] - 0.5 <= point <= landing[i] + 0.5 and disparity[i] > best:
+                    best, colour = float(disparity[i]), image[:, i].double()
+                if i + 1 < width and landing[i] + 0.5 < point < landing[i + 1] - 0.5:
+                    t = (point - landing[i] - 0.5) / (landing[i + 1] - landing[i] - 1.0)
+                    nearness = float(disparity[i] + t * (disparity[i + 1] - disparity[i]))
+                    if nearness > best:
+                        best, colour = nearness, image[:, i].double() * (1 - t) + image[:, i + 1].double() * t
+            if colour is not None:
+                out[:, column] += colour / samples
+    return out.float()
+
+
+def test_shifts_and_occlusion_edges_match_exact_area_sampling():
+    image = torch.rand(3, 1, 24, generator=torch.Generator().manual_seed(8))
+    # Left eye: a near surface shifted 5.5 px covers a far one shifted 1.25 px (the near side wins the overlap),
+    # then a far-to-near step opens a hole; every footprint holds at most pixel k-1's box end, a ramp and box k.
+    disparity = torch.cat([torch.full((9,), 5.5), torch.full((8,), 1.25), torch.full((7,), 4.75)])
+    ours = warp_by_disparity(image[None], disparity[None, None], "left", "interpolate").images[0, :, 0]
+    expected = brute_force_box_model(image[:, 0], disparity)
+    torch.testing.assert_close(ours[:, 6:], expected[:, 6:], atol=5e-3, rtol=0)
+
+
+def test_stretched_surface_is_exact_and_squeezed_one_stays_close():
+    image = torch.rand(3, 1, 24, generator=torch.Generator().manual_seed(9))
+    # Stretched up to 1.9 px per pixel (exact), then squeezed to 0.5 px per pixel: where more than two pixels share a
+    # footprint, pixel k-1 stands in for those left of it (the kernel's one approximation); a small error.
+    disparity = torch.cat([torch.linspace(0.0, 9.0, 11), torch.linspace(8.5, 2.0, 13)])
+    ours = warp_by_disparity(image[None], disparity[None, None], "left", "interpolate").images[0, :, 0]
+    expected = brute_force_box_model(image[:, 0], disparity, samples=128)
+    torch.testing.assert_close(ours[:, :19], expected[:, :19], atol=5e-3, rtol=0)
+    assert (ours[:, 19:] - expected[:, 19:]).abs().mean() < 0.15
 
 
 def test_layouts():
