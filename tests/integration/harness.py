@@ -639,7 +639,16 @@ class EditorPage:
         return texts
 
     def fit_view(self) -> None:
-        self.page.evaluate("() => window.app.extensionManager.command.execute('Comfy.Canvas.FitView')")
+        """Fit the whole graph in the window. The canvas learns a node's bounds when it draws the node, so it draws
+        once first: nodes added since the last frame would otherwise count as empty, and the view would zoom in on
+        nothing (the previews then sit off screen and the editor hides them)."""
+        self.page.evaluate("""async () => {
+            const canvas = window.app.canvas;
+            canvas.setDirty(true, true);
+            canvas.draw(true, true);
+            await window.app.extensionManager.command.execute('Comfy.Canvas.FitView');
+            canvas.setDirty(true, true);
+        }""")
         self.page.wait_for_timeout(300)
 
 
