@@ -467,6 +467,8 @@ def _hole_colours(planes: torch.Tensor, count: int, radius: int, height: int) ->
     radius = max(0, min(radius, height - 1))
     frames = planes.view(channels, n_rows // height, height, width)
     summed = _mean_of_rows(frames, radius, 1.0 / count).view(channels, n_rows, width)
+    # The repeated end pixels are added as multiples of the end sums rather than by padding the rows: padding copies
+    # the whole table, which costs more on CPU than these few columns.
     first, last = summed[..., 0].clone(), summed[..., -1].clone()
     sums = summed.cumsum_(-1)                                              # sums[e]: pixels 0..e
     out = planes.new_empty(channels, n_rows, width + count + 1)

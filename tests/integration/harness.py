@@ -644,7 +644,6 @@ class EditorPage:
         nothing (the previews then sit off screen and the editor hides them)."""
         self.page.evaluate("""async () => {
             const canvas = window.app.canvas;
-            canvas.setDirty(true, true);
             canvas.draw(true, true);
             await window.app.extensionManager.command.execute('Comfy.Canvas.FitView');
             canvas.setDirty(true, true);
