@@ -95,7 +95,7 @@ def write_png(path: Path, image: torch.Tensor) -> Path:
 
 def load_estimator(args: argparse.Namespace):
     from .loading import ensure_model_file
-    from .models.registry import build_estimator, known_models
+    from .registry import build_estimator, known_models
 
     candidate = Path(args.model)
     if candidate.is_file():

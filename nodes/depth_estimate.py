@@ -14,7 +14,7 @@ import folder_paths
 from ..depth_core.estimate import DepthEstimator
 from ..depth_core.loading import CHECKPOINT_EXTENSIONS, ensure_model_file
 from ..depth_core.models.pix2pix import PIX2PIX_FILENAME
-from ..depth_core.models.registry import build_estimator, known_models
+from ..depth_core.registry import build_estimator, known_models
 from ..depth_core.photo3d.networks import NETWORK_FILES
 from ._common import CATEGORY, DepthModelType, comfy_progress, depth_outputs, depth_picture, ready_estimator
 

@@ -10,7 +10,8 @@ import torch
 
 from depth_core.depth import DepthKind
 from depth_core.estimate import DepthEstimator
-from depth_core.models import leres, registry, zoedepth
+from depth_core import registry
+from depth_core.models import leres, zoedepth
 
 KEYS = Path(__file__).parent / "data" / "keys"
 

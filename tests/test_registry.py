@@ -11,7 +11,7 @@ from depth_core.depth import DepthKind
 from depth_core.estimate import DepthEstimator
 from depth_core.loading import CorruptCheckpointError
 from depth_core.models import depth_anything_v2
-from depth_core.models.registry import DEPTH_FAMILIES, build_estimator, family_modules, identify, known_models
+from depth_core.registry import DEPTH_FAMILIES, build_estimator, family_modules, identify, known_models
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,7 @@ class ModelCard:
 class KnownModel:
     """A released checkpoint the pack knows how to find, fetch and build.
 
-    Each family module lists its own in `KNOWN_MODELS`; depth_core/models/registry.py gathers them.
+    Each family module lists its own in `KNOWN_MODELS`; depth_core/registry.py gathers them.
     """
 
     card: ModelCard

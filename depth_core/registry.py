@@ -13,9 +13,9 @@ from types import ModuleType
 
 import torch
 
-from ..estimate import DepthEstimator
-from ..loading import CorruptCheckpointError, load_state_dict
-from .base import KnownModel
+from .estimate import DepthEstimator
+from .loading import CorruptCheckpointError, load_state_dict
+from .models.base import KnownModel
 
 DEPTH_FAMILIES = ("depth_anything_v2", "midas_dpt", "midas_v21", "leres", "zoedepth")
 """Family modules of networks that predict depth from an image, in the order they are tried."""
@@ -25,9 +25,9 @@ def family_modules() -> list[ModuleType]:
     modules = []
     for name in DEPTH_FAMILIES:
         try:
-            modules.append(importlib.import_module(f".{name}", __package__))
+            modules.append(importlib.import_module(f".models.{name}", __package__))
         except ModuleNotFoundError as error:
-            if error.name != f"{__package__}.{name}":
+            if error.name != f"{__package__}.models.{name}":
                 raise
     return modules
 
