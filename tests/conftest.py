@@ -1,15 +1,17 @@
 """Shared test fixtures.
 
 Pure-algorithm tests import `depth_core` directly (the repository root is put on sys.path). Tests of the ComfyUI
-nodes need real ComfyUI: set COMFYUI_PATH to a ComfyUI checkout (see README); without it they skip with that reason.
+nodes need real ComfyUI, found as tests/comfyui_location.py says (COMFYUI_PATH, the ComfyUI the pack is installed in,
+or ../shared/comfyui); without one they skip with that reason, or fail where DEPTHTOOLKIT_REQUIRE_COMFYUI=1 (CI).
+ComfyUI is imported with a temporary base directory, so a read-only checkout works and nothing is written into it.
 The `pack` fixture imports this repository the way ComfyUI does, as a package named after its folder, so node tests
 must build their inputs from `pack.depth_core` (a second copy of depth_core, not the top-level one).
 """
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,26 +20,26 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
-NO_COMFYUI_REASON = (
-    "COMFYUI_PATH is not set: point it at a ComfyUI checkout (with its requirements installed) to run the tests "
-    "that need real ComfyUI, see README 'Tests'."
-)
-requires_comfyui = pytest.mark.skipif(not COMFYUI_PATH, reason=NO_COMFYUI_REASON)
+from comfyui_location import REQUIRE_COMFYUI, find_comfyui, skip_or_fail  # noqa: E402  (tests/ is on sys.path)
+
+COMFYUI, NO_COMFYUI_REASON = find_comfyui()
+COMFYUI_PATH = str(COMFYUI or "")
+
+requires_comfyui = pytest.mark.skipif(not COMFYUI_PATH and not REQUIRE_COMFYUI, reason=NO_COMFYUI_REASON)
 
 PACK_MODULE_NAME = "depth_toolkit_under_test"
 
 
 def _import_comfyui() -> None:
     if not COMFYUI_PATH:
-        pytest.skip(NO_COMFYUI_REASON)
-    if not (Path(COMFYUI_PATH) / "comfy_api").is_dir():
-        pytest.fail(f"COMFYUI_PATH={COMFYUI_PATH} does not look like a ComfyUI checkout (no comfy_api/ folder).")
+        skip_or_fail(NO_COMFYUI_REASON)
     if COMFYUI_PATH not in sys.path:
         sys.path.insert(0, COMFYUI_PATH)
     from comfy.cli_args import args
 
     args.cpu = True  # before comfy.model_management is imported: no GPU here
+    if "folder_paths" not in sys.modules:  # models/, input/, output/ in a temporary folder, never in the checkout
+        args.base_directory = tempfile.mkdtemp(prefix="comfyui-base-")
 
 
 @pytest.fixture(scope="session")

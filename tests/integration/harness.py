@@ -1,11 +1,12 @@
 """The end-to-end harness: a real ComfyUI server with this pack installed, shared by every integration test.
 
-The server runs from $COMFYUI_PATH on 127.0.0.1 (a free port), on the CPU, with a temporary base directory holding
+The server runs from the ComfyUI that tests/comfyui_location.py finds (COMFYUI_PATH, the ComfyUI the pack is installed
+in, or ../shared/comfyui; read-only is fine) on 127.0.0.1 (a free port), on the CPU, with a temporary base directory holding
 this repository as custom node `depth_toolkit`, test-built depth checkpoints in models/depth/ (random weights in the
-official layout) and empty input/output/user folders. Without COMFYUI_PATH every test here skips with that reason.
+official layout) and empty input/output/user folders. Without a ComfyUI every test here skips with that reason (fails under DEPTHTOOLKIT_REQUIRE_COMFYUI=1, as in CI).
 
 Environment:
-- COMFYUI_PATH: the ComfyUI checkout (its requirements installed in the Python running pytest, or in
+- COMFYUI_PATH: the ComfyUI checkout to use first (its requirements installed in the Python running pytest, or in
   COMFYUI_PYTHON).
 - COMFYUI_PYTHON: the interpreter that runs ComfyUI (default: the one running pytest).
 - DEPTHTOOLKIT_EXTRA_CUSTOM_NODES: more custom node folders to install beside the pack, os.pathsep-separated
@@ -33,17 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from comfyui_location import find_comfyui, skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW_DIR = Path(os.environ.get("DEPTHTOOLKIT_WORKFLOW_DIR") or ROOT / "workflows")
 PACK_FOLDER = "depth_toolkit"
 NODE_PREFIX = "DepthToolkit."
 STARTUP_TIMEOUT_S = 240
-COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
-NO_COMFYUI_REASON = (
-    "COMFYUI_PATH is not set: point it at a ComfyUI checkout whose requirements are installed to run the "
-    "end-to-end tests against a real ComfyUI server."
-)
+_COMFYUI, NO_COMFYUI_REASON = find_comfyui()
+COMFYUI_PATH = str(_COMFYUI or "")
 
 
 def is_widget_spec(spec: list) -> bool:
@@ -305,9 +304,7 @@ def _wait_until_up(server: ComfyServer) -> None:
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory) -> ComfyServer:
     if not COMFYUI_PATH:
-        pytest.skip(NO_COMFYUI_REASON)
-    if not (Path(COMFYUI_PATH) / "main.py").is_file():
-        pytest.fail(f"COMFYUI_PATH={COMFYUI_PATH} is not a ComfyUI checkout (no main.py).")
+        skip_or_fail(NO_COMFYUI_REASON)
     base_dir = tmp_path_factory.mktemp("comfyui")
     for folder in ("custom_nodes", "input", "output", "temp", "user", "models"):
         (base_dir / folder).mkdir()
@@ -531,10 +528,10 @@ def browser(comfy_server):
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("Playwright for Python is not installed (pip install playwright; its browser download is not "
+        skip_or_fail("Playwright for Python is not installed (pip install playwright; its browser download is not "
                     "needed: the tests drive Debian's chromium)")
     if not Path(CHROMIUM).is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set DEPTHTOOLKIT_CHROMIUM)")
+        skip_or_fail(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set DEPTHTOOLKIT_CHROMIUM)")
     for key, value in FRONTEND_SETTINGS.items():
         comfy_server.request(f"/settings/{key}", json.dumps(value).encode(), {"Content-Type": "application/json"})
     with sync_playwright() as playwright:
