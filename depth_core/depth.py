@@ -28,6 +28,9 @@ class Depth:
     values: torch.Tensor
     kind: DepthKind
     source: str = "image"
+    fov_degrees: tuple[float, ...] | None = None
+    """Horizontal field of view of the camera, in degrees: one value for the whole batch or one per image, when a
+    model predicted it (Depth Pro) or the user set it; None = unknown, so geometry nodes use their own setting."""
 
     def __post_init__(self) -> None:
         if self.values.ndim != 3:
@@ -35,6 +38,12 @@ class Depth:
         if not self.values.is_floating_point():
             raise ValueError(f"Depth values must be floating point, got {self.values.dtype}.")
         object.__setattr__(self, "kind", DepthKind(self.kind))
+        if self.fov_degrees is not None:
+            fov = tuple(float(f) for f in self.fov_degrees)
+            if len(fov) not in (1, self.batch_size) or not all(0.0 < f < 180.0 for f in fov):
+                raise ValueError(f"Need one field of view (0-180 degrees) per depth map or one for all, got {fov} "
+                                 f"for {self.batch_size} maps.")
+            object.__setattr__(self, "fov_degrees", fov)
 
     @property
     def batch_size(self) -> int:
@@ -50,14 +59,36 @@ class Depth:
         return self.kind is DepthKind.METRIC
 
     def with_values(self, values: torch.Tensor) -> "Depth":
-        return Depth(values, self.kind, self.source)
+        """Same meaning and camera, new values. A per-image field of view that no longer lines up with the batch
+        is dropped (use `select` to take images out of a batch with their cameras)."""
+        fov = self.fov_degrees
+        if fov is not None and len(fov) not in (1, values.shape[0]):
+            fov = (fov[0],) if len(set(fov)) == 1 else None
+        return Depth(values, self.kind, self.source, fov)
+
+    def select(self, index: int) -> "Depth":
+        """Image `index` of the batch, with its own field of view."""
+        fov = self.fov_for(index)
+        return Depth(self.values[index: index + 1], self.kind, self.source, None if fov is None else (fov,))
+
+    def fov_for(self, index: int) -> float | None:
+        """Horizontal field of view of image `index` in degrees, or None when the depth carries no camera."""
+        if self.fov_degrees is None:
+            return None
+        return self.fov_degrees[index if len(self.fov_degrees) > 1 else 0]
+
+    def with_fov(self, fov_degrees: float | tuple[float, ...] | None) -> "Depth":
+        fov = (fov_degrees,) if isinstance(fov_degrees, (int, float)) else fov_degrees
+        return Depth(self.values, self.kind, self.source, fov)
 
     def to(self, device: torch.device | str) -> "Depth":
         return self.with_values(self.values.to(device))
 
     def describe(self) -> str:
         unit = "metres" if self.is_metric else "relative inverse depth"
-        return f"{self.batch_size}x{self.size[0]}x{self.size[1]} {unit} from {self.source}"
+        camera = "" if self.fov_degrees is None else \
+            f", horizontal field of view {', '.join(f'{f:.1f}' for f in self.fov_degrees)} degrees"
+        return f"{self.batch_size}x{self.size[0]}x{self.size[1]} {unit} from {self.source}{camera}"
 
 
 def fill_non_finite(values: torch.Tensor, fill: str = "far", kind: DepthKind = DepthKind.RELATIVE_INVERSE) -> torch.Tensor:

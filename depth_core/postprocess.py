@@ -244,7 +244,7 @@ def clip_renormalize(depth: Depth, settings: ClipSettings = ClipSettings(),
         span = high - low
         nearest, farthest = low + clip_high * span, low + clip_low * span
         clipped = near_values.clamp(min=farthest, max=nearest).clamp_min(1e-12)
-        out = Depth(1.0 / clipped, DepthKind.METRIC, depth.source)
+        out = Depth(1.0 / clipped, DepthKind.METRIC, depth.source, depth.fov_degrees)
     else:
-        out = Depth(shaped, DepthKind.RELATIVE_INVERSE, depth.source)
+        out = Depth(shaped, DepthKind.RELATIVE_INVERSE, depth.source, depth.fov_degrees)
     return ClipResult(out, picture)
