@@ -9,20 +9,11 @@ import torch
 
 from ..files import atomic_path
 from ..progress import ProgressFn, no_progress
+from ..video_io import encoder_available, even_size
 
 VIDEO_FORMATS = ("mp4", "webm")
 ENCODERS = {"mp4": ("libx264", "h264"), "webm": ("libvpx-vp9", "vp9")}
 ALTERNATIVE = {"mp4": "webm", "webm": "mp4"}
-
-
-def encoder_available(name: str) -> bool:
-    import av
-
-    try:
-        av.codec.Codec(name, "w")
-    except Exception:  # PyAV raises UnknownCodecError, ValueError or FFmpegError depending on version
-        return False
-    return True
 
 
 def pick_encoder(video_format: str) -> str:
@@ -37,11 +28,6 @@ def pick_encoder(video_format: str) -> str:
         f"This PyAV/FFmpeg build has no encoder for {video_format} ({' or '.join(ENCODERS[video_format])}). "
         f"Choose format '{other}', or 'none' and save the VIDEO output with core Save Video."
     )
-
-
-def even_size(height: int, width: int) -> tuple[int, int]:
-    """yuv420p needs even sides: the largest even size that fits (at least 2)."""
-    return max(2, height - height % 2), max(2, width - width % 2)
 
 
 def write_video(frames: torch.Tensor, path: str, fps: float, video_format: str | None = None, crf: int = 18,
