@@ -113,8 +113,9 @@ class DepthEstimator:
         with torch.inference_mode(), autocast:
             raw = self.network(network_input)
         raw = raw.float().unsqueeze(1)
-        mode = self.card.preprocess.upsample
-        return F.interpolate(raw, size=(height, width), mode=mode, align_corners=False).squeeze(1)
+        preprocess = self.card.preprocess
+        return F.interpolate(raw, size=(height, width), mode=preprocess.upsample,
+                             align_corners=preprocess.upsample_align_corners).squeeze(1)
 
     def chunk_size(self, network_pixels: int) -> int:
         if self.device.type == "cuda":

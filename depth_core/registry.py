@@ -15,6 +15,7 @@ import torch
 
 from .estimate import DepthEstimator
 from .loading import CorruptCheckpointError, load_state_dict
+from .models import depth_anything_v2 as depth_anything_variants
 from .models.base import KnownModel
 
 DEPTH_FAMILIES = ("depth_anything_v2", "midas_dpt", "midas_v21", "leres", "zoedepth")
@@ -68,9 +69,29 @@ def build_without_initializing(module: ModuleType, config: object,
     return network.to_empty(device="cpu")
 
 
+MODEL_VARIANTS = depth_anything_variants.VARIANTS
+"""What LoadDepthModel's and the command line's variant choice offers: auto (from the file) or an override for
+families whose variants look alike in their weights (see `config_for_variant` in a family module)."""
+
+
+def apply_variant(module: ModuleType, config: object, variant: str, filename: str) -> object:
+    """The config completed by the variant (auto: what the file name says) for families that have variants."""
+    if variant not in MODEL_VARIANTS:
+        raise ValueError(f"Unknown model variant {variant!r}; choose one of {', '.join(MODEL_VARIANTS)}.")
+    if hasattr(module, "config_for_variant"):
+        return module.config_for_variant(config, variant, filename)
+    if variant not in ("auto", "relative"):
+        raise ValueError(f"Variant {variant!r} applies to Depth Anything files only; {filename} is a "
+                         f"{module.__name__.rsplit('.', 1)[-1]} network. Choose variant 'auto'.")
+    return config
+
+
 def build_estimator(path: str | os.PathLike, device: torch.device | str = "cpu",
-                    dtype: torch.dtype = torch.float32) -> DepthEstimator:
-    """Load a checkpoint safely, recognise its network, load its weights strictly and return an estimator."""
+                    dtype: torch.dtype = torch.float32, variant: str = "auto") -> DepthEstimator:
+    """Load a checkpoint safely, recognise its network, load its weights strictly and return an estimator.
+
+    `variant` overrides what the file name says for networks whose variants share their weights' layout (Depth
+    Anything v1 / V2 / metric V2)."""
     path = Path(path)
     state_dict = load_state_dict(path)
     found = identify(state_dict)
@@ -86,12 +107,7 @@ def build_estimator(path: str | os.PathLike, device: torch.device | str = "cpu",
             "Choose one of those checkpoints."
         )
     module, config = found
-    if module.__name__.endswith("depth_anything_v2") and "metric" in path.name.lower():
-        raise CorruptCheckpointError(
-            f"{path.name} looks like a metric Depth Anything V2 checkpoint: its weights cannot be told apart from the "
-            "relative model's, and reading it as relative depth would be wrong. Metric Depth Anything is not "
-            "supported yet; use ZoeDepth (ZoeD_M12_N/K/NK.pt) for depth in metres."
-        )
+    config = apply_variant(module, config, variant, path.name)
     network = build_without_initializing(module, config, state_dict)
     try:
         network.load_state_dict(state_dict, strict=True)

@@ -87,7 +87,10 @@ def test_state_dict_matches_official_layout(family, known):
 @pytest.mark.parametrize(("family", "known"), KNOWN, ids=[k.filename for _, k in KNOWN])
 def test_config_recognised_from_official_keys_only_by_its_family(family, known):
     state_dict = _meta_state_dict(_official_shapes(known.filename))
-    assert family.config_from_state_dict(state_dict) == known.config
+    config = family.config_from_state_dict(state_dict)
+    if hasattr(family, "config_for_variant"):  # what only the official file name can tell
+        config = family.config_for_variant(config, "auto", known.filename)
+    assert config == known.config
     for other in FAMILIES:
         if other is not family:
             assert other.config_from_state_dict(state_dict) is None, other.__name__
@@ -130,7 +133,8 @@ def test_cards_follow_the_authors_preprocessing():
         assert pre.mean == (0.485, 0.456, 0.406)
         assert cards[filename].receptive_field == size
     for _, known in KNOWN:
-        assert known.card.output_kind.value == "relative_inverse"
+        metric = "_metric_" in known.filename
+        assert known.card.output_kind.value == ("metric" if metric else "relative_inverse")
         assert all(url.startswith("https://") and url.rstrip("/").split("/")[-1].split("?")[0] for url in known.urls)
         assert known.sha256 is None or len(known.sha256) == 64
 
@@ -189,6 +193,73 @@ def test_depth_anything_tolerates_a_dropped_mask_token_but_nothing_else():
     without_norm = {k: v for k, v in state_dict.items() if k != "pretrained.norm.weight"}
     with pytest.raises(RuntimeError, match="pretrained.norm.weight"):
         network.load_state_dict(without_norm, strict=True, assign=True)
+
+
+def _load_into(family, config, state_dict) -> torch.nn.Module:
+    network = _unset_network(family, config)
+    network.load_state_dict(state_dict, strict=True)
+    return network
+
+
+def test_depth_anything_v1_taps_the_last_four_blocks_and_v2_spreads_them(da_small):
+    """v1 and V2 share every weight; v1 feeds the decoder DINOv2's last four blocks (get_intermediate_layers(x, 4)),
+    V2 blocks 2, 5, 8, 11 (ViT-S). Checked against timm's own intermediate-layer API on the same ViT."""
+    v2, state_dict = da_small
+    v1 = _load_into(depth_anything_v2, depth_anything_v2.KNOWN_MODELS[-3].config, state_dict)
+    assert v1.layers == (8, 9, 10, 11) and v2.layers == (2, 5, 8, 11)
+    large = depth_anything_v2.config_for_variant(depth_anything_v2.LARGE, "v1 relative", "any.pth")
+    assert depth_anything_v2._ENCODERS["vitl"].taps(large) == (20, 21, 22, 23)
+    x = _input(1, 3, 56, 70)
+    native = _input(1, 3, 518, 518)  # timm's API runs at the ViT's own size only
+    with torch.no_grad():
+        ours = depth_anything_v2.dinov2_intermediate(v1.pretrained, native, v1.layers)
+        timm_taps = v1.pretrained.forward_intermediates(native, indices=[8, 9, 10, 11], norm=True,
+                                                        output_fmt="NLC", intermediates_only=True,
+                                                        return_prefix_tokens=True)
+        for (patches, cls), (timm_patches, timm_prefix) in zip(ours, timm_taps):
+            torch.testing.assert_close(patches, timm_patches, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(cls, timm_prefix[:, 0], atol=1e-5, rtol=1e-5)
+        assert (v1(x) - v2(x)).abs().max() > 1e-3 * v2(x).abs().max()
+
+
+def test_metric_depth_anything_is_a_sigmoid_head_scaled_to_metres(da_small):
+    """Metric V2: the relative network's head with its last ReLU replaced by a sigmoid, times 20 m or 80 m."""
+    relative, state_dict = da_small
+    indoor = _load_into(depth_anything_v2, depth_anything_v2.KNOWN_MODELS[3].config, state_dict)
+    outdoor = _load_into(depth_anything_v2, depth_anything_v2.KNOWN_MODELS[6].config, state_dict)
+    x = _input(2, 3, 42, 56)
+    features = {}
+    hook = relative.depth_head.scratch.output_conv2[2].register_forward_hook(
+        lambda module, inputs, output: features.setdefault("pre", output))
+    with torch.no_grad():
+        relative(x)
+        metres_in, metres_out = indoor(x), outdoor(x)
+    hook.remove()
+    expected = torch.sigmoid(features["pre"]).squeeze(1)
+    torch.testing.assert_close(metres_in, 20 * expected)
+    torch.testing.assert_close(metres_out, 80 * expected)
+    assert (metres_in > 0).all() and (metres_in < 20).all()
+
+
+@pytest.mark.parametrize(("filename", "variant"), [
+    ("depth_anything_v2_vits.pth", "relative"),
+    ("depth_anything_v2_vitl_fp16.safetensors", "relative"),
+    ("depth_anything_vitb14.pth", "v1 relative"),
+    ("depth_anything_v2_metric_hypersim_vitl.pth", "metric indoor"),
+    ("Depth_Anything_V2_Metric_VKITTI_vits_fp32.safetensors", "metric outdoor"),
+    ("my_depth_model.pth", "relative"),
+])
+def test_depth_anything_variant_from_official_names(filename, variant):
+    assert depth_anything_v2.variant_from_filename(filename) == variant
+
+
+def test_depth_anything_variant_errors_say_what_to_do():
+    with pytest.raises(depth_anything_v2.UnknownVariantError, match="metric indoor' or 'metric outdoor"):
+        depth_anything_v2.variant_from_filename("depth_anything_v2_metric_vits_renamed.pth")
+    with pytest.raises(ValueError, match="choose one of auto, relative"):
+        depth_anything_v2.config_for_variant(depth_anything_v2.SMALL, "metric", "x.pth")
+    override = depth_anything_v2.config_for_variant(depth_anything_v2.SMALL, "metric outdoor", "renamed.pth")
+    assert override.max_depth == 80.0 and override.taps == "spread"
 
 
 def test_dinov2_position_embedding_resampling():

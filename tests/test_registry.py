@@ -70,11 +70,47 @@ def test_damaged_weights_say_to_download_again(tmp_path, small_weights, damage):
         build_estimator(tmp_path / "depth_anything_v2_vits.pth")
 
 
-def test_metric_depth_anything_files_are_not_misread_as_relative(tmp_path, small_weights):
-    path = tmp_path / "depth_anything_v2_metric_hypersim_vits.pth"
+@pytest.mark.parametrize(("filename", "variant", "max_depth"), [
+    ("depth_anything_v2_metric_hypersim_vits.pth", "auto", 20.0),
+    ("depth_anything_v2_metric_vkitti_vits.pth", "auto", 80.0),
+    ("renamed_outdoor_model.pth", "metric outdoor", 80.0),
+])
+def test_metric_depth_anything_gives_metres(tmp_path, small_weights, filename, variant, max_depth):
+    path = tmp_path / filename
     torch.save(small_weights, path)
-    with pytest.raises(CorruptCheckpointError, match="ZoeDepth"):
+    estimator = build_estimator(path, variant=variant)
+    assert estimator.output_kind is DepthKind.METRIC and estimator.network.config.max_depth == max_depth
+    depth = estimator.predict(torch.rand(1, 40, 52, 3), resolution=(42, 56))
+    assert depth.kind is DepthKind.METRIC and depth.values.shape == (1, 40, 52)
+    assert (depth.values > 0).all() and (depth.values < max_depth).all()
+
+
+def test_metric_file_renamed_without_its_dataset_asks_for_the_variant(tmp_path, small_weights):
+    path = tmp_path / "depth_anything_v2_metric_vits.pth"
+    torch.save(small_weights, path)
+    with pytest.raises(ValueError, match="Choose variant 'metric indoor' or 'metric outdoor' in Load Depth Model"):
         build_estimator(path)
+    assert build_estimator(path, variant="metric indoor").network.config.max_depth == 20.0
+
+
+def test_depth_anything_v1_by_name_or_override(tmp_path, small_weights):
+    torch.save(small_weights, tmp_path / "depth_anything_vits14.pth")
+    torch.save(small_weights, tmp_path / "renamed.pth")
+    by_name = build_estimator(tmp_path / "depth_anything_vits14.pth")
+    assert by_name.network.layers == (8, 9, 10, 11) and by_name.output_kind is DepthKind.RELATIVE_INVERSE
+    assert not by_name.card.preprocess.upsample_align_corners  # v1's run.py upsamples without aligned corners
+    assert build_estimator(tmp_path / "renamed.pth", variant="v1 relative").network.layers == (8, 9, 10, 11)
+    assert build_estimator(tmp_path / "renamed.pth").network.layers == (2, 5, 8, 11)
+
+
+def test_unknown_or_misapplied_variant_is_refused(tmp_path, small_weights):
+    torch.save(small_weights, tmp_path / "depth_anything_v2_vits.pth")
+    with pytest.raises(ValueError, match="Unknown model variant 'metric'; choose one of auto, relative"):
+        build_estimator(tmp_path / "depth_anything_v2_vits.pth", variant="metric")
+    from depth_core.models import midas_v21
+    torch.save(midas_v21.build(midas_v21.SMALL).state_dict(), tmp_path / "midas.pt")
+    with pytest.raises(ValueError, match="applies to Depth Anything files only.*Choose variant 'auto'"):
+        build_estimator(tmp_path / "midas.pt", variant="metric indoor")
 
 
 def test_skipping_random_init_gives_the_same_network(tmp_path, small_weights):

@@ -36,6 +36,7 @@ class Preprocess:
     keep_aspect: bool = True
     upsample: Literal["bilinear", "bicubic"] = "bilinear"
     """How the authors bring the prediction back to the input size."""
+    upsample_align_corners: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,29 @@
-"""Depth Anything V2 (Small / Base / Large): a DINOv2 ViT from timm and the shared DPT decoder.
+"""Depth Anything (v1, V2 and metric V2; Small / Base / Large): a DINOv2 ViT from timm and the shared DPT decoder.
 
-Loads the authors' `depth_anything_v2_vit{s,b,l}.pth` and the fp16 safetensors copies many ComfyUI users keep in
-models/depthanything/ unchanged: keys `pretrained.*` (the DINOv2 ViT, including its unused `mask_token`) and
+Loads the authors' `depth_anything_v2_vit{s,b,l}.pth`, `depth_anything_vit{s,b,l}14.pth` (v1),
+`depth_anything_v2_metric_{hypersim,vkitti}_vit{s,b,l}.pth` and the fp16 safetensors copies many ComfyUI users keep
+in models/depthanything/ unchanged: keys `pretrained.*` (the DINOv2 ViT, including its unused `mask_token`) and
 `depth_head.*` (reassemble projections and the `scratch` decoder).
+
+The three releases share one key layout with identical shapes; they differ only in which ViT blocks feed the
+decoder (v1: the last four; V2: four spread over the depth) and in the head's last activation (metric: sigmoid
+times a maximum depth in metres). So a file's variant cannot be read from its weights: it comes from the official
+file name, or from the user (`VARIANTS`).
 """
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal, Mapping
 
 import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..depth import DepthKind
 from .base import IMAGENET_MEAN, IMAGENET_STD, KnownModel, ModelCard, relative_card
 from .dpt import (
     DPT_LEVEL_SCALES,
@@ -45,6 +53,10 @@ class DepthAnythingV2Config:
     out_channels: tuple[int, int, int, int]
     use_bn: bool = False
     use_clstoken: bool = False
+    taps: Literal["spread", "last"] = "spread"
+    """Which ViT blocks feed the decoder: V2's four spread over the depth, or v1's last four."""
+    max_depth: float | None = None
+    """Metric V2: the head ends in a sigmoid scaled to this many metres. None: relative (ReLU) depth."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,12 @@ class _Encoder:
     embed_dim: int
     depth: int
     layers: tuple[int, int, int, int]
+    """The blocks V2 taps."""
+
+    def taps(self, config: DepthAnythingV2Config) -> tuple[int, int, int, int]:
+        if config.taps == "last":
+            return tuple(range(self.depth - 4, self.depth))  # type: ignore[return-value]
+        return self.layers
 
 
 _ENCODERS = {
@@ -126,6 +144,7 @@ class DepthAnythingHead(nn.Module):
                 features=config.features,
                 use_bn=config.use_bn,
                 head="depth_anything",
+                head_activation="relu" if config.max_depth is None else "sigmoid",
             )
         )
 
@@ -140,13 +159,14 @@ class DepthAnythingHead(nn.Module):
 
 
 class DepthAnythingV2(nn.Module):
-    """Normalized RGB [B,3,h,w] (h, w multiples of 14) -> relative inverse depth [B,h,w], non-negative."""
+    """Normalized RGB [B,3,h,w] (h, w multiples of 14) -> relative inverse depth [B,h,w], non-negative, or metres
+    in (0, max_depth) for the metric variant."""
 
     def __init__(self, config: DepthAnythingV2Config) -> None:
         super().__init__()
         spec = _ENCODERS[config.encoder]
         self.config = config
-        self.layers = spec.layers
+        self.layers = spec.taps(config)
         self.pretrained = _dinov2(config)
         self.depth_head = DepthAnythingHead(spec.embed_dim, config)
         self.register_load_state_dict_pre_hook(_tolerate_missing_mask_token)
@@ -154,7 +174,10 @@ class DepthAnythingV2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         grid_h, grid_w = x.shape[-2] // PATCH_SIZE, x.shape[-1] // PATCH_SIZE
         features = dinov2_intermediate(self.pretrained, x, self.layers)
-        return F.relu(self.depth_head(features, grid_h, grid_w)).squeeze(1)
+        prediction = self.depth_head(features, grid_h, grid_w).squeeze(1)
+        if self.config.max_depth is None:
+            return F.relu(prediction)
+        return prediction * self.config.max_depth
 
 
 def _tolerate_missing_mask_token(module: DepthAnythingV2, state_dict: dict, prefix: str, *_: object) -> None:
@@ -199,14 +222,98 @@ def config_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> DepthAnyth
     )
 
 
-def _card(name: str) -> ModelCard:
+VARIANTS = ("auto", "relative", "v1 relative", "metric indoor", "metric outdoor")
+"""What a Depth Anything file holds. auto: read from the official file name; the others override it for renamed
+files (the weights of all of them look alike)."""
+
+METRIC_MAX_DEPTH = {"metric indoor": 20.0, "metric outdoor": 80.0}
+"""Metres, as the authors trained them: Hypersim (indoor) and Virtual KITTI 2 (outdoor)."""
+
+_METRIC_DATASETS = {"hypersim": "metric indoor", "vkitti": "metric outdoor"}
+
+
+class UnknownVariantError(ValueError):
+    """The variant of a Depth Anything file is not known; the message says how to name it."""
+
+
+def variant_from_filename(filename: str) -> str:
+    """The variant an official file name announces; a name that says "metric" but not which one raises."""
+    name = Path(filename).name.lower()
+    for dataset, variant in _METRIC_DATASETS.items():
+        if dataset in name:
+            return variant
+    if "metric" in name:
+        raise UnknownVariantError(
+            f"{Path(filename).name} looks like a metric Depth Anything V2 checkpoint, but its name does not say "
+            "whether it is the indoor (hypersim, up to 20 m) or the outdoor (vkitti, up to 80 m) model, and the "
+            "weights cannot tell. Choose variant 'metric indoor' or 'metric outdoor' in Load Depth Model (--variant "
+            "on the command line), or give the file its official name, e.g. depth_anything_v2_metric_hypersim_vits.pth."
+        )
+    if re.match(r"depth_anything_vit[sbl]14", name):
+        return "v1 relative"
+    return "relative"
+
+
+def config_for_variant(config: DepthAnythingV2Config, variant: str, filename: str) -> DepthAnythingV2Config:
+    """The config read from a state dict, completed with what only the file name or the user can say."""
+    if variant not in VARIANTS:
+        raise UnknownVariantError(f"Unknown Depth Anything variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
+    if variant == "auto":
+        variant = variant_from_filename(filename)
+    return replace(config, taps="last" if variant == "v1 relative" else "spread",
+                   max_depth=METRIC_MAX_DEPTH.get(variant))
+
+
+def _card(name: str, max_depth: float | None = None) -> ModelCard:
     # The authors' run.py / infer_image: keep aspect, short side >= 518 ("lower_bound"), multiple of 14,
-    # bicubic (cv2.INTER_CUBIC), ImageNet mean/std on RGB in 0..1.
+    # bicubic (cv2.INTER_CUBIC), ImageNet mean/std on RGB in 0..1; V2 brings the prediction back to the image size
+    # with align_corners=True.
+    card = relative_card(name, FAMILY, NATIVE_SIZE, PATCH_SIZE, "lower_bound", IMAGENET_MEAN, IMAGENET_STD)
+    card = replace(card, preprocess=replace(card.preprocess, upsample_align_corners=True))
+    return card if max_depth is None else replace(card, output_kind=DepthKind.METRIC)
+
+
+def _v1_card(name: str) -> ModelCard:
+    # v1's run.py: the same input rule, upsampled back with align_corners=False.
     return relative_card(name, FAMILY, NATIVE_SIZE, PATCH_SIZE, "lower_bound", IMAGENET_MEAN, IMAGENET_STD)
 
 
 def _hf_url(repo: str, filename: str) -> str:
     return f"https://huggingface.co/depth-anything/{repo}/resolve/main/{filename}"
+
+
+_SIZES = {"vits": ("Small", SMALL), "vitb": ("Base", BASE), "vitl": ("Large", LARGE)}
+_V2_LICENSES = {"vits": "Apache-2.0", "vitb": "CC-BY-NC-4.0", "vitl": "CC-BY-NC-4.0"}
+"""The Depth-Anything-V2 repository's licence section; the metric models are fine-tunes of the same sizes."""
+
+
+def _v1_model(encoder: str) -> KnownModel:
+    size, config = _SIZES[encoder]
+    filename = f"depth_anything_{encoder}14.pth"
+    return KnownModel(
+        card=_v1_card(f"Depth Anything v1 {size}"),
+        config=replace(config, taps="last"),
+        filename=filename,
+        urls=(f"https://huggingface.co/spaces/LiheYoung/Depth-Anything/resolve/main/checkpoints/{filename}",),
+        sha256=None,
+        license="Apache-2.0",
+    )
+
+
+def _metric_model(dataset: str, encoder: str) -> KnownModel:
+    size, config = _SIZES[encoder]
+    variant = _METRIC_DATASETS[dataset]
+    repo = f"Depth-Anything-V2-Metric-{'Hypersim' if dataset == 'hypersim' else 'VKITTI'}-{size}"
+    filename = f"depth_anything_v2_metric_{dataset}_{encoder}.pth"
+    max_depth = METRIC_MAX_DEPTH[variant]
+    return KnownModel(
+        card=_card(f"Depth Anything V2 {size} metric {variant.split()[1]}", max_depth),
+        config=replace(config, max_depth=max_depth),
+        filename=filename,
+        urls=(_hf_url(repo, filename),),
+        sha256=None,
+        license=_V2_LICENSES[encoder],
+    )
 
 
 # sha256 = the files' Hugging Face LFS object ids (as recorded by several independent projects that verify them).
@@ -239,3 +346,5 @@ KNOWN_MODELS: list[KnownModel] = [
         license="CC-BY-NC-4.0",
     ),
 ]
+KNOWN_MODELS += [_metric_model(dataset, encoder) for dataset in _METRIC_DATASETS for encoder in _SIZES]
+KNOWN_MODELS += [_v1_model(encoder) for encoder in _SIZES]

@@ -21,6 +21,10 @@ HeadLayout = Literal["midas", "depth_anything"]
 """midas: `output_conv` = conv, x2 upsample, conv, ReLU, conv, ReLU (MiDaS v2.1 / 3.x).
 depth_anything: `output_conv1` conv, resize to the patch grid x patch size, then `output_conv2`."""
 
+HeadActivation = Literal["relu", "sigmoid"]
+"""Last layer of the head: ReLU for relative depth, sigmoid for metric Depth Anything V2 (a fraction of its
+maximum depth). Neither has parameters, so both load the same state dict."""
+
 
 class ReadoutProject(nn.Module):
     """DPT's "project" readout: concatenate the class token to every patch token and project back."""
@@ -142,6 +146,7 @@ class DecoderConfig:
     head_align_corners: bool = True
     """Of the midas head's x2 upsampling (True for DPT, False for v2.1)."""
     head_hidden: int = 32
+    head_activation: HeadActivation = "relu"
 
 
 class DPTDecoder(nn.Module):
@@ -179,7 +184,7 @@ class DPTDecoder(nn.Module):
                 nn.Conv2d(f // 2, hidden, kernel_size=3, padding=1),
                 nn.ReLU(True),
                 nn.Conv2d(hidden, 1, kernel_size=1),
-                nn.ReLU(True),
+                nn.Sigmoid() if config.head_activation == "sigmoid" else nn.ReLU(True),
             )
         else:
             raise ValueError(f"unknown DPT head layout {config.head!r}")
