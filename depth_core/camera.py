@@ -62,9 +62,14 @@ class Pinhole:
 
 
 def equirectangular_directions(width: int, height: int, device: torch.device | str = "cpu",
-                               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """[H,W,3] unit directions for an equirectangular panorama; the image centre looks down -Z, top is +Y."""
+                               dtype: torch.dtype = torch.float32, rows: range | None = None) -> torch.Tensor:
+    """[H,W,3] unit directions for an equirectangular panorama; the image centre looks down -Z, top is +Y.
+
+    rows: only these rows ([len(rows),W,3]), so a large panorama can be processed in bands.
+    """
+    rows = rows if rows is not None else range(height)
     longitude = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width * 2.0 * math.pi - math.pi
-    latitude = math.pi / 2.0 - (torch.arange(height, device=device, dtype=dtype) + 0.5) / height * math.pi
+    row_index = torch.arange(rows.start, rows.stop, rows.step, device=device, dtype=dtype)
+    latitude = math.pi / 2.0 - (row_index + 0.5) / height * math.pi
     lat, lon = torch.meshgrid(latitude, longitude, indexing="ij")
     return torch.stack([torch.cos(lat) * torch.sin(lon), torch.sin(lat), -torch.cos(lat) * torch.cos(lon)], dim=-1)
