@@ -7,12 +7,10 @@ torch in one go, only the network's main output is copied back, and the mask is 
 and min-max stretches each prediction, which turns an image with no subject into a false subject. Here the
 network's probability is used as it is, so an empty scene gives an (almost) empty mask.
 
-Model files are only looked up in the folders the caller passes, and only downloaded, into the one folder the
-caller names, when the caller allows it: rembg is never left to pick its home folder on its own.
+The catalogue of rembg's models is `BACKGROUND_MODELS`; finding and downloading their files is model_files.py's job.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -20,14 +18,13 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .depth import Depth, fill_non_finite
-from .estimate import set_outside_mask_to_far
+from .depth import Depth, fill_non_finite, set_outside_mask_to_far
 from .image import to_rgb
 from .progress import ProgressFn, no_progress
 
@@ -62,7 +59,7 @@ CUSTOM_320_CONTRACT = InputContract((320, 320), IMAGENET_MEAN, IMAGENET_STD, log
 
 
 @dataclass(frozen=True)
-class KnownModel:
+class BackgroundModel:
     name: str
     """rembg's session name, also the model's name in the node's list."""
     release_file: str
@@ -80,28 +77,28 @@ class KnownModel:
         return RELEASE_URL + self.release_file
 
 
-KNOWN_MODELS: dict[str, KnownModel] = {model.name: model for model in [
-    KnownModel("isnet-general-use", "isnet-general-use.onnx", ISNET_CONTRACT,
+BACKGROUND_MODELS: dict[str, BackgroundModel] = {model.name: model for model in [
+    BackgroundModel("isnet-general-use", "isnet-general-use.onnx", ISNET_CONTRACT,
                "IS-Net (DIS), general objects; sharp edges, 1024 px, 170 MB"),
-    KnownModel("isnet-anime", "isnet-anime.onnx", ISNET_ANIME_CONTRACT, "IS-Net trained on anime characters"),
-    KnownModel("u2net", "u2net.onnx", U2NET_CONTRACT, "U²-Net, general objects, 320 px, 170 MB (the old default)"),
-    KnownModel("u2netp", "u2netp.onnx", U2NET_CONTRACT, "U²-Net small, 4.7 MB, fast and rough"),
-    KnownModel("u2net_human_seg", "u2net_human_seg.onnx", U2NET_CONTRACT, "U²-Net trained on people"),
-    KnownModel("silueta", "silueta.onnx", U2NET_CONTRACT, "U²-Net pruned to 43 MB"),
-    KnownModel("birefnet-general", "BiRefNet-general-epoch_244.onnx", BIREFNET_CONTRACT,
+    BackgroundModel("isnet-anime", "isnet-anime.onnx", ISNET_ANIME_CONTRACT, "IS-Net trained on anime characters"),
+    BackgroundModel("u2net", "u2net.onnx", U2NET_CONTRACT, "U²-Net, general objects, 320 px, 170 MB (the old default)"),
+    BackgroundModel("u2netp", "u2netp.onnx", U2NET_CONTRACT, "U²-Net small, 4.7 MB, fast and rough"),
+    BackgroundModel("u2net_human_seg", "u2net_human_seg.onnx", U2NET_CONTRACT, "U²-Net trained on people"),
+    BackgroundModel("silueta", "silueta.onnx", U2NET_CONTRACT, "U²-Net pruned to 43 MB"),
+    BackgroundModel("birefnet-general", "BiRefNet-general-epoch_244.onnx", BIREFNET_CONTRACT,
                "BiRefNet general, the most accurate and the slowest (1024 px, 930 MB)"),
-    KnownModel("birefnet-general-lite", "BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx", BIREFNET_CONTRACT,
+    BackgroundModel("birefnet-general-lite", "BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx", BIREFNET_CONTRACT,
                "BiRefNet with a Swin-T backbone, 4x faster than general"),
-    KnownModel("birefnet-portrait", "BiRefNet-portrait-epoch_150.onnx", BIREFNET_CONTRACT, "BiRefNet for portraits"),
-    KnownModel("birefnet-dis", "BiRefNet-DIS-epoch_590.onnx", BIREFNET_CONTRACT,
+    BackgroundModel("birefnet-portrait", "BiRefNet-portrait-epoch_150.onnx", BIREFNET_CONTRACT, "BiRefNet for portraits"),
+    BackgroundModel("birefnet-dis", "BiRefNet-DIS-epoch_590.onnx", BIREFNET_CONTRACT,
                "BiRefNet for dichotomous image segmentation (fine structures)"),
-    KnownModel("birefnet-hrsod", "BiRefNet-HRSOD_DHU-epoch_115.onnx", BIREFNET_CONTRACT,
+    BackgroundModel("birefnet-hrsod", "BiRefNet-HRSOD_DHU-epoch_115.onnx", BIREFNET_CONTRACT,
                "BiRefNet for high-resolution salient objects"),
-    KnownModel("birefnet-cod", "BiRefNet-COD-epoch_125.onnx", BIREFNET_CONTRACT,
+    BackgroundModel("birefnet-cod", "BiRefNet-COD-epoch_125.onnx", BIREFNET_CONTRACT,
                "BiRefNet for camouflaged objects"),
-    KnownModel("birefnet-massive", "BiRefNet-massive-TR_DIS5K_TR_TEs-epoch_420.onnx", BIREFNET_CONTRACT,
+    BackgroundModel("birefnet-massive", "BiRefNet-massive-TR_DIS5K_TR_TEs-epoch_420.onnx", BIREFNET_CONTRACT,
                "BiRefNet trained on the largest data mix"),
-    KnownModel("birefnet-general-fp16", "BiRefNet-general-epoch_244.onnx", BIREFNET_CONTRACT,
+    BackgroundModel("birefnet-general-fp16", "BiRefNet-general-epoch_244.onnx", BIREFNET_CONTRACT,
                "birefnet-general converted to float16 by rembg on first use (GPU only; needs onnx and "
                "onnxconverter-common)"),
 ]}
@@ -109,148 +106,15 @@ DEFAULT_MODEL = "isnet-general-use"
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Finding model files
-
-
-def rembg_home_folders() -> list[Path]:
-    """Where rembg itself keeps models (read only here): its current home and its legacy ~/.u2net folder.
-
-    Same rules as rembg's BaseSession.rembg_home/legacy_home, computed without importing rembg (which loads
-    pymatting and numba, seconds at ComfyUI start-up).
-    """
-    xdg = os.environ.get("XDG_DATA_HOME")
-    legacy = os.environ.get("U2NET_HOME") or os.path.join(xdg or "~", ".u2net")
-    home = os.environ.get("U2NET_HOME") or os.environ.get("REMBG_HOME") or (
-        os.path.join(xdg, "rembg") if xdg else os.path.join("~", ".rembg"))
-    folders: list[Path] = []
-    for folder in (home, legacy):
-        path = Path(os.path.expanduser(folder))
-        if path not in folders:
-            folders.append(path)
-    return folders
-
-
-def _candidate_paths(model: KnownModel, folder: Path) -> list[Path]:
-    """A known model's file as users drop it (flat) and as rembg stores it (models/<name>/<name>.onnx)."""
-    return [folder / model.file_name, folder / "models" / model.name / model.file_name]
-
-
-def find_onnx_files(folders: Sequence[str | os.PathLike]) -> list[str]:
-    """Every .onnx file under the folders that is not a known model's file, as a path relative to its folder."""
-    known_files = {model.file_name for model in KNOWN_MODELS.values()}
-    found: list[str] = []
-    for folder in map(Path, folders):
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.rglob(f"*{ONNX_SUFFIX}")):
-            relative = path.relative_to(folder).as_posix()
-            if path.is_file() and path.name not in known_files and relative not in found:
-                found.append(relative)
-    return found
-
-
-def model_choices(folders: Sequence[str | os.PathLike]) -> list[str]:
-    """Known model names (downloadable), then every other ONNX file found in the folders. Pass the folders users
-    drop files into, not rembg's home, whose other files (SAM, cloth segmentation) are not foreground models."""
-    return list(KNOWN_MODELS) + find_onnx_files(folders)
-
-
-def locate_model(choice: str, folders: Sequence[str | os.PathLike]) -> Path | None:
-    """The file for a known model name or a relative file name, searched folder by folder; None if absent."""
-    known = KNOWN_MODELS.get(choice)
-    for folder in map(Path, folders):
-        if known is not None:
-            candidates = _candidate_paths(known, folder)
-        else:
-            # A name from the list is relative to its folder; refuse anything that climbs out of it. Checked on the
-            # name, not the resolved path, so a model that is a symlink into another disk still counts.
-            if Path(choice).is_absolute() or ".." in Path(choice).parts:
-                continue
-            candidates = [folder / choice]
-        for path in candidates:
-            if path.is_file():
-                return path
-    return None
+# Input rules of model files (finding and fetching them: model_files.py)
 
 
 def contract_for_file(path: str | os.PathLike) -> InputContract | None:
     """The input rule of a known model whose name the file name starts with (longest name wins), e.g.
     isnet-general-use-quint8.onnx is an IS-Net; None if the name says nothing."""
     stem = Path(path).name.lower()
-    matches = [name for name in KNOWN_MODELS if stem.startswith(name.lower())]
-    return KNOWN_MODELS[max(matches, key=len)].contract if matches else None
-
-
-@contextlib.contextmanager
-def _rembg_home_pinned_to(folder: Path) -> Iterator[None]:
-    """rembg reads its home from the environment on every call; point both its variables at `folder` for the
-    duration of one download so nothing it fetches (even a base model fetched for a conversion) lands elsewhere."""
-    saved = {key: os.environ.get(key) for key in ("U2NET_HOME", "REMBG_HOME")}
-    os.environ["U2NET_HOME"] = str(folder)
-    os.environ["REMBG_HOME"] = str(folder)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-_download_lock = threading.Lock()
-
-
-def download_with_rembg(model: KnownModel, folder: str | os.PathLike) -> Path:
-    """Fetch a known model with rembg's own download code (its URL and checksum) into `folder`/<name>.onnx."""
-    from rembg.sessions import sessions  # heavy import, only when a download is needed
-
-    session_class = sessions.get(model.name)
-    if session_class is None:
-        raise ValueError(f"The installed rembg does not offer the model {model.name}; update rembg "
-                         "(pip install -U rembg) or choose another model.")
-    target = Path(folder)
-
-    def here(cls, *args, **kwargs) -> str:
-        return str(target)
-
-    # rembg stores files under <home>/models/<name>/; a subclass puts them straight into our folder instead.
-    pinned = type(f"{session_class.__name__}InFolder", (session_class,), {
-        "rembg_home": classmethod(here), "legacy_home": classmethod(here), "model_dir": classmethod(here)})
-    target.mkdir(parents=True, exist_ok=True)
-    with _download_lock, _rembg_home_pinned_to(target):
-        log.info("Downloading %s from %s into %s", model.name, model.url, target)
-        return Path(pinned.download_models())
-
-
-def resolve_model_file(choice: str, folders: Sequence[str | os.PathLike],
-                       download_folder: str | os.PathLike | None = None) -> Path:
-    """Path of the chosen model: found in `folders`, else (known models only) downloaded into `download_folder`.
-
-    `download_folder=None` forbids downloading. Every failure is a ValueError naming the file, the folders and,
-    for known models, the address to fetch it from by hand.
-    """
-    found = locate_model(choice, folders)
-    if found is not None:
-        return found
-    searched = ", ".join(str(Path(f)) for f in folders) or "(no folder)"
-    known = KNOWN_MODELS.get(choice)
-    if known is None:
-        raise ValueError(f"Background removal model file {choice} was not found in {searched}. Put the .onnx file "
-                         "there, or choose one of the known models.")
-    destination = download_folder if download_folder is not None else next(iter(folders), None)
-    by_hand = (f"Download {known.url} and save it as {Path(destination) / known.file_name}" if destination
-               else f"Download {known.url} and save it as {known.file_name} in one of those folders")
-    if download_folder is None:
-        raise ValueError(f"Background removal model file {known.file_name} ({choice}) was not found in {searched} "
-                         f"and downloading is turned off. {by_hand}, or turn downloading on.")
-    try:
-        return download_with_rembg(known, download_folder)
-    except ValueError:
-        raise
-    except Exception as error:  # network errors, checksum mismatches, missing converters: all end the same way
-        raise ValueError(f"Background removal model file {known.file_name} ({choice}) was not found in {searched} "
-                         f"and could not be downloaded ({type(error).__name__}: {error}). {by_hand}.") from error
+    matches = [name for name in BACKGROUND_MODELS if stem.startswith(name.lower())]
+    return BACKGROUND_MODELS[max(matches, key=len)].contract if matches else None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -23,7 +23,9 @@ itself predicted.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Protocol
 
 import torch
@@ -353,6 +355,25 @@ class FrequencySplitMerger:
         high = apply_scale_shift(high, scale, shift)
         self.passes += low.shape[0]
         return laplacian_split(low, high, max(1.0, self.detail_pixels * low_pixel))
+
+
+_generator_cache: dict[tuple[str, float], torch.nn.Module] = {}
+
+
+def merger_for(pix2pix_path: "str | os.PathLike | None") -> "Pix2PixMerger | FrequencySplitMerger":
+    """The authors' merge network from its file (kept in memory, on the CPU, between runs while the file is
+    unchanged), or the weight-free frequency split when there is no file (see ModelFiles.merge_network)."""
+    if pix2pix_path is None:
+        return FrequencySplitMerger()
+    from .loading import load_state_dict
+    from .models.pix2pix import load_generator
+
+    path = Path(pix2pix_path)
+    key = (str(path), path.stat().st_mtime)
+    if key not in _generator_cache:
+        _generator_cache.clear()
+        _generator_cache[key] = load_generator(load_state_dict(path))
+    return Pix2PixMerger(_generator_cache[key])
 
 
 def _pyramid_down(values: torch.Tensor) -> torch.Tensor:

@@ -93,18 +93,27 @@ def write_png(path: Path, image: torch.Tensor) -> Path:
     return path
 
 
+def model_files(args: argparse.Namespace):
+    """The resolver the nodes use too, over the command line's folders."""
+    from .model_files import ModelFiles, ModelFolders
+
+    folders = ModelFolders.of([args.models_dir], [args.models_dir.parent / "rembg"],
+                              [args.models_dir.parent / "pix2pix"])
+    return ModelFiles(folders, allow_download=not args.no_download, progress=print_progress("download"))
+
+
 def load_estimator(args: argparse.Namespace):
-    from .loading import ensure_model_file
+    from .loading import ModelFileMissingError
     from .registry import build_estimator, known_models
 
     candidate = Path(args.model)
     if candidate.is_file():
         path = candidate
-    elif args.model in known_models():
-        path = ensure_model_file(known_models()[args.model], [args.models_dir], args.models_dir,
-                                 allow_download=not args.no_download, progress=print_progress("download"))
     else:
-        raise SystemExit(f"error: {args.model} is neither a file nor a known model ({', '.join(known_models())})")
+        try:
+            path = model_files(args).depth_network(args.model)
+        except (ModelFileMissingError, ValueError) as error:
+            raise SystemExit(f"error: {error} Known models: {', '.join(known_models())}") from error
     device = pick_device(args.device)
     return build_estimator(path, device=device)
 

@@ -194,3 +194,25 @@ def distance(depth: Depth, near: float = 1.0, far: float = 10.0, per_image: bool
     t = normalized_nearness(depth, per_image)
     inverse = 1.0 / far + t * (1.0 / near - 1.0 / far)
     return 1.0 / inverse
+
+
+def set_outside_mask_to_far(values: torch.Tensor, mask: torch.Tensor, kind: DepthKind) -> torch.Tensor:
+    """Pixels where mask < 0.5 take the farthest depth among the kept pixels (the old "pre-depth" removal)."""
+    if mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    if mask.ndim != 3:
+        raise ValueError(f"The mask must be [B,H,W] or [H,W], got shape {tuple(mask.shape)}.")
+    if mask.shape[0] not in (1, values.shape[0]):
+        raise ValueError(f"Got {mask.shape[0]} masks for {values.shape[0]} images: give one mask per image, or one "
+                         "mask for all.")
+    mask = mask.float().to(values.device)
+    if mask.shape[-2:] != values.shape[-2:]:
+        mask = F.interpolate(mask.unsqueeze(1), size=values.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
+    keep = (mask >= 0.5).expand_as(values)
+    far_is_small = kind is DepthKind.RELATIVE_INVERSE
+    big = torch.finfo(values.dtype).max
+    fill_candidates = torch.where(keep, values, torch.full_like(values, big if far_is_small else -big))
+    far = fill_candidates.flatten(1).amin(1) if far_is_small else fill_candidates.flatten(1).amax(1)
+    all_masked = ~keep.flatten(1).any(1)
+    far = torch.where(all_masked, values.flatten(1).amin(1) if far_is_small else values.flatten(1).amax(1), far)
+    return torch.where(keep, values, far.view(-1, 1, 1).expand_as(values))

@@ -1,4 +1,4 @@
-"""Finding, fetching and safely reading checkpoint files.
+"""Fetching and safely reading checkpoint files (which file to fetch, and from where: model_files.py).
 
 A checkpoint must never execute code: files are read with safetensors or `torch.load(weights_only=True)`, which
 refuses pickled Python objects. Downloads go to a temporary name, are hashed while streaming and only renamed into
@@ -10,16 +10,14 @@ import hashlib
 import os
 import pickle
 import re
-import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import torch
 
 from .files import atomic_path
-from .models.base import KnownModel
 from .progress import ProgressFn, no_progress
 
 CHECKPOINT_EXTENSIONS = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
@@ -104,46 +102,6 @@ def _corrupt_message(path: Path, error: BaseException) -> str:
         f"Cannot read {path.name} as a checkpoint ({_first_line(error)}). The file is probably truncated or not a "
         f"model file: delete {path} and download it again."
     )
-
-
-def find_model_file(filename: str, folders: Iterable[str | os.PathLike]) -> Path | None:
-    """The first existing `filename` in `folders` (also one level of sub-folders), or None."""
-    for folder in folders:
-        folder = Path(folder)
-        for candidate in (folder / filename, *folder.glob(f"*/{filename}")):
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-def ensure_model_file(known: KnownModel, folders: list[str | os.PathLike], download_folder: str | os.PathLike,
-                      allow_download: bool = True, progress: ProgressFn = no_progress) -> Path:
-    """Path of a known model file: found in `folders`, or downloaded into `download_folder`.
-
-    Offline (or with downloads disallowed) the error names the file, the folder and where to get it.
-    """
-    found = find_model_file(known.filename, folders)
-    if found is not None:
-        return found
-    destination = Path(download_folder) / known.filename
-    where = f"Download it from {known.urls[0]} and put it in {Path(download_folder)}" if known.urls else \
-        f"Put it in {Path(download_folder)}"
-    if not allow_download:
-        raise ModelFileMissingError(f"Model file {known.filename} was not found in {_folder_list(folders)}. {where}.")
-    failures = []
-    for url in known.urls:
-        try:
-            return download(url, destination, known.sha256, progress)
-        except (urllib.error.URLError, OSError, TimeoutError) as error:
-            failures.append(f"{url}: {_first_line(error)}")
-    raise ModelFileMissingError(
-        f"Model file {known.filename} was not found in {_folder_list(folders)} and could not be downloaded "
-        f"({'; '.join(failures) or 'no download address known'}). {where}."
-    )
-
-
-def _folder_list(folders: Iterable[str | os.PathLike]) -> str:
-    return ", ".join(str(Path(f)) for f in folders) or "(no model folders)"
 
 
 def download(url: str, destination: str | os.PathLike, expected_sha256: str | None = None,

@@ -21,5 +21,11 @@ def all_nodes() -> list[type[io.ComfyNode]]:
 
 class DepthToolkitExtension(ComfyExtension):
     @override
+    async def on_load(self) -> None:
+        from ._model_folders import register_model_folders
+
+        register_model_folders()
+
+    @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return all_nodes()

@@ -1,39 +1,14 @@
 """Background removal in the depth graph: DepthToolkit.RemoveBackground and DepthToolkit.MaskDepth."""
 from __future__ import annotations
 
-import os
-
 import torch
 from comfy_api.latest import io
 
-import folder_paths
-
-from ..depth_core.background import (DEFAULT_MODEL, KNOWN_MODELS, MaskSettings, load_network, mask_depth,
-                                     model_choices, parse_colour, remove_background, rembg_home_folders,
-                                     resolve_model_file)
+from ..depth_core.background import (BACKGROUND_MODELS, DEFAULT_MODEL, MaskSettings, load_network, mask_depth,
+                                     parse_colour, remove_background)
 from ._common import (CATEGORY, comfy_progress, compute_device, depth_input, depth_outputs, depth_picture,
                       read_depth, to_output_device)
-
-REMBG_FOLDER = "rembg"
-CORE_FOLDER = "background_removal"
-"""Core ComfyUI's own background-removal folder (newer releases); its .onnx files are offered too."""
-REMBG_DOWNLOAD_DIR = os.path.join(folder_paths.models_dir, REMBG_FOLDER)
-
-folder_paths.add_model_folder_path(REMBG_FOLDER, REMBG_DOWNLOAD_DIR)
-
-
-def user_folders() -> list[str]:
-    """models/rembg (and any extra paths configured for it) and core's background_removal, if registered."""
-    folders = list(folder_paths.get_folder_paths(REMBG_FOLDER))
-    if CORE_FOLDER in folder_paths.folder_names_and_paths:
-        folders += folder_paths.get_folder_paths(CORE_FOLDER)
-    return list(dict.fromkeys(folders))
-
-
-def model_folders() -> list[str]:
-    """Where model files are looked up: the user folders, then rembg's own home (files rembg downloaded)."""
-    return list(dict.fromkeys(user_folders() + [str(path) for path in rembg_home_folders()]))
-
+from ._model_folders import model_files
 
 MODEL_TOOLTIP = (
     "Segmentation network (run with onnxruntime, on the GPU when onnxruntime-gpu is installed). "
@@ -58,7 +33,7 @@ class RemoveBackground(io.ComfyNode):
                 io.Image.Input("images", tooltip="Images to cut out; RGBA (alpha ignored) and grayscale are "
                                                  "accepted. The network sees each image resized to its own size "
                                                  "(1024x1024 for IS-Net/BiRefNet, 320x320 for U²-Net)."),
-                io.Combo.Input("model", options=model_choices(user_folders()), default=DEFAULT_MODEL,
+                io.Combo.Input("model", options=model_files().background_choices(), default=DEFAULT_MODEL,
                                tooltip=MODEL_TOOLTIP),
                 io.Boolean.Input("download", default=True,
                                  tooltip="On: a known model that is not on disk is downloaded once from rembg's "
@@ -102,9 +77,10 @@ class RemoveBackground(io.ComfyNode):
             raise ValueError("The image batch is empty: connect at least one image.")
         fill = parse_colour(colour) if background == "colour" else None
         settings = MaskSettings(threshold=threshold, grow=grow, feather=feather, alpha_matting=alpha_matting)
-        path = resolve_model_file(model, model_folders(), REMBG_DOWNLOAD_DIR if download else None)
+        path = model_files(allow_download=download).background_model(model)
         device = compute_device()
-        network = load_network(path, KNOWN_MODELS[model].contract if model in KNOWN_MODELS else None, device)
+        network = load_network(path, BACKGROUND_MODELS[model].contract if model in BACKGROUND_MODELS else None,
+                               device)
         result = remove_background(network, images, settings, fill, device, comfy_progress(images.shape[0]))
         cutouts, masks = result.stacked()
         return io.NodeOutput(to_output_device(cutouts), to_output_device(masks))

@@ -1,62 +1,22 @@
 """DepthToolkit.BoostMerge: high-resolution depth by content-adaptive multi-resolution merging (depth_core.boost)."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import torch
 from comfy_api.latest import io, ui
 
-import folder_paths
-
-from ..depth_core.boost import BoostSettings, FrequencySplitMerger, Pix2PixMerger, boost_depth
+from ..depth_core.boost import BoostSettings, boost_depth, merger_for
 from ..depth_core.image import bhwc_to_bchw, to_rgb
-from ..depth_core.loading import ensure_model_file, find_model_file, load_state_dict
-from ..depth_core.models import pix2pix
+from ..depth_core.model_files import MERGE_METHODS as MERGE_METHOD_NAMES
 from ._common import CATEGORY, DepthModelType, comfy_progress, depth_outputs, depth_picture, ready_estimator
-from .depth_estimate import DEPTH_FOLDER, model_folders
+from ._model_folders import model_files
 
-MERGE_METHODS = ["auto", "pix2pix", "frequency split"]
-
-LEGACY_PIX2PIX_FOLDER = "pix2pix"
-"""models/pix2pix/, where the old extension kept latest_net_G.pth; searched too."""
-
-_generator_cache: dict[tuple[str, float], torch.nn.Module] = {}
-
-
-def pix2pix_folders() -> list[str]:
-    legacy = os.path.join(folder_paths.models_dir, LEGACY_PIX2PIX_FOLDER)
-    return [*model_folders(), legacy]
-
-
-def find_pix2pix() -> Path | None:
-    return find_model_file(pix2pix.PIX2PIX_FILENAME, pix2pix_folders())
-
-
-def load_pix2pix(path: Path) -> torch.nn.Module:
-    """The merge network from `path`, kept in memory (on the CPU) between runs while the file is unchanged."""
-    key = (str(path), path.stat().st_mtime)
-    if key not in _generator_cache:
-        _generator_cache.clear()
-        _generator_cache[key] = pix2pix.load_generator(load_state_dict(path))
-    return _generator_cache[key]
+MERGE_METHODS = list(MERGE_METHOD_NAMES)
 
 
 def choose_merger(method: str, allow_download: bool = True):
     """The merger for `method`: auto uses pix2pix when its weights are on disk, else the frequency split; pix2pix
     downloads the weights when they are missing."""
-    if method not in MERGE_METHODS:
-        raise ValueError(f"Unknown merge method {method!r}: choose one of {', '.join(MERGE_METHODS)}.")
-    if method == "frequency split":
-        return FrequencySplitMerger()
-    path = find_pix2pix()
-    if path is None and method == "pix2pix":
-        download_folder = folder_paths.get_folder_paths(DEPTH_FOLDER)[0]
-        path = ensure_model_file(pix2pix.KNOWN_MODELS[0], pix2pix_folders(), download_folder,
-                                 allow_download=allow_download, progress=comfy_progress(1))
-    if path is None:
-        return FrequencySplitMerger()
-    return Pix2PixMerger(load_pix2pix(Path(path)))
+    return merger_for(model_files(allow_download, comfy_progress(1)).merge_network(method))
 
 
 class BoostMerge(io.ComfyNode):

@@ -1,7 +1,6 @@
 """Loading depth networks and estimating depth: DepthToolkit.LoadDepthModel and DepthToolkit.DepthEstimate."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -9,60 +8,20 @@ from comfy_api.latest import io
 
 import comfy.model_management
 import comfy.model_patcher
-import folder_paths
 
 from ..depth_core.estimate import DepthEstimator
-from ..depth_core.loading import CHECKPOINT_EXTENSIONS, ensure_model_file
-from ..depth_core.models.pix2pix import PIX2PIX_FILENAME
-from ..depth_core.registry import build_estimator, known_models
-from ..depth_core.photo3d.networks import NETWORK_FILES
+from ..depth_core.registry import build_estimator
 from ._common import CATEGORY, DepthModelType, comfy_progress, depth_outputs, depth_picture, ready_estimator
-
-DEPTH_FOLDER = "depth"
-LEGACY_FOLDERS = ("depthanything",)
-"""Folders other depth packs download into, searched too so users' existing files are reused."""
-
-
-def register_model_folders() -> None:
-    """models/depth (ours, where downloads go) and models/depthanything (kijai's pack), checkpoint files only."""
-    for name in (DEPTH_FOLDER, *LEGACY_FOLDERS):
-        default_path = os.path.join(folder_paths.models_dir, name)
-        paths, extensions = folder_paths.folder_names_and_paths.get(name, ([], set()))
-        if default_path not in paths:
-            paths = [*paths, default_path]
-        folder_paths.folder_names_and_paths[name] = (paths, set(extensions) | set(CHECKPOINT_EXTENSIONS))
-
-
-register_model_folders()
-
-
-NOT_DEPTH_NETWORKS = {PIX2PIX_FILENAME, *NETWORK_FILES}
-"""Helper networks that live in models/depth/ too (BoostMerge's merge net, the 3D-photo inpainting nets)."""
+from ._model_folders import model_files
 
 
 def model_choices() -> list[str]:
     """Known models first (downloaded on first use), then every other checkpoint file found on disk."""
-    on_disk = [name for folder in (DEPTH_FOLDER, *LEGACY_FOLDERS) for name in folder_paths.get_filename_list(folder)]
-    known = list(known_models())
-    others = {name for name in on_disk if os.path.basename(name) not in NOT_DEPTH_NETWORKS} - set(known)
-    return known + sorted(others)
-
-
-def model_folders() -> list[str]:
-    return [path for folder in (DEPTH_FOLDER, *LEGACY_FOLDERS) for path in folder_paths.get_folder_paths(folder)]
+    return model_files().depth_choices()
 
 
 def resolve_model_path(choice: str) -> str:
-    for folder in (DEPTH_FOLDER, *LEGACY_FOLDERS):
-        path = folder_paths.get_full_path(folder, choice)
-        if path is not None:
-            return path
-    known = known_models().get(choice)
-    if known is None:
-        raise ValueError(f"Model file {choice} was not found in {', '.join(model_folders())}. Put it there, or "
-                         "choose another model.")
-    download_folder = folder_paths.get_folder_paths(DEPTH_FOLDER)[0]
-    return str(ensure_model_file(known, model_folders(), download_folder, progress=comfy_progress(1)))
+    return str(model_files(progress=comfy_progress(1)).depth_network(choice))
 
 
 def choose_dtype(precision: str, device: torch.device) -> torch.dtype:

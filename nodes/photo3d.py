@@ -7,30 +7,14 @@ from fractions import Fraction
 import torch
 from comfy_api.latest import InputImpl, Types, io, ui
 
-import folder_paths
-
 from ..depth_core.camera import DEFAULT_FOV_DEGREES, Pinhole
 from ..depth_core.depth import match_depth_to_images
 from ..depth_core.image import to_rgb
 from ..depth_core.photo3d import (DEFAULT_BAND_FRACTION, DEFAULT_RELATIVE_THRESHOLD, PATH_NAMES, build_photo3d,
                                   camera_path, core_mesh_arrays, photo_distance, render_path, write_mesh)
-from ..depth_core.photo3d.networks import NETWORK_FILES
 from ..depth_core.photo3d.video import write_video
 from ._common import CATEGORY, comfy_progress, compute_device, depth_input, output_paths, read_depth, to_output_device
-
-
-
-def find_inpainting_networks() -> tuple[str, str, str] | None:
-    paths = []
-    for name in NETWORK_FILES:
-        try:
-            path = folder_paths.get_full_path("depth", name)
-        except Exception:  # folder not registered in this ComfyUI: no networks
-            path = None
-        if path is None:
-            return None
-        paths.append(path)
-    return tuple(paths)
+from ._model_folders import model_files
 
 
 class InpaintedMeshVideo(io.ComfyNode):
@@ -114,7 +98,7 @@ class InpaintedMeshVideo(io.ComfyNode):
         depth_value = match_depth_to_images(read_depth(depth), batch, (height, width))
         device = compute_device()
         inpainter = None
-        networks = find_inpainting_networks()
+        networks = model_files().inpainting_networks()
         if networks is not None:
             from ..depth_core.photo3d.networks import load_context_aware_inpainter
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from depth_core import background as bg
+from depth_core import model_files as mf
 from depth_core.depth import Depth, DepthKind
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -280,13 +281,18 @@ def test_mask_settings_and_colours_are_checked():
 # Finding, downloading and opening model files
 
 
+def background_files(folders, extra=(), allow_download=True) -> mf.ModelFiles:
+    folders = mf.ModelFolders(depth=(), background=tuple(folders), background_extra=tuple(extra))
+    return mf.ModelFiles(folders, allow_download=allow_download)
+
+
 def test_known_models_match_the_installed_rembg():
     from rembg.sessions import sessions
 
-    for name in bg.KNOWN_MODELS:
+    for name in bg.BACKGROUND_MODELS:
         assert name in sessions, name
     offered_birefnets = {name for name in sessions if name.startswith("birefnet")}
-    assert offered_birefnets <= set(bg.KNOWN_MODELS)
+    assert offered_birefnets <= set(bg.BACKGROUND_MODELS)
 
 
 def test_lookup_in_flat_and_rembg_layouts_and_custom_files(tmp_path):
@@ -297,24 +303,25 @@ def test_lookup_in_flat_and_rembg_layouts_and_custom_files(tmp_path):
     (theirs / "models" / "u2netp" / "u2netp.onnx").write_bytes(b"x")
     (ours / "sub" / "my-net.onnx").write_bytes(b"x")
     (ours / "notes.txt").write_text("not a model")
-    folders = [ours, theirs]
-    assert bg.locate_model("isnet-general-use", folders) == ours / "isnet-general-use.onnx"
-    assert bg.locate_model("u2netp", folders) == theirs / "models" / "u2netp" / "u2netp.onnx"
-    assert bg.locate_model("u2net", folders) is None
-    assert bg.locate_model("sub/my-net.onnx", folders) == (ours / "sub" / "my-net.onnx").resolve()
-    assert bg.locate_model("../rembg/sub/my-net.onnx", [theirs]) is None  # no climbing out of a folder
-    choices = bg.model_choices(folders)
-    assert choices[:len(bg.KNOWN_MODELS)] == list(bg.KNOWN_MODELS)
-    assert choices[len(bg.KNOWN_MODELS):] == ["sub/my-net.onnx"]
+    files = background_files([ours], extra=[theirs])
+    assert files.locate_background_model("isnet-general-use") == ours / "isnet-general-use.onnx"
+    assert files.locate_background_model("u2netp") == theirs / "models" / "u2netp" / "u2netp.onnx"
+    assert files.locate_background_model("u2net") is None
+    assert files.locate_background_model("sub/my-net.onnx") == (ours / "sub" / "my-net.onnx").resolve()
+    # no climbing out of a folder
+    assert background_files([theirs]).locate_background_model("../rembg/sub/my-net.onnx") is None
+    choices = files.background_choices()
+    assert choices[:len(bg.BACKGROUND_MODELS)] == list(bg.BACKGROUND_MODELS)
+    assert choices[len(bg.BACKGROUND_MODELS):] == ["sub/my-net.onnx"]
 
 
 def test_rembg_home_follows_its_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("U2NET_HOME", raising=False)
     monkeypatch.setenv("REMBG_HOME", str(tmp_path / "r"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "x"))
-    assert bg.rembg_home_folders() == [tmp_path / "r", tmp_path / "x" / ".u2net"]
+    assert mf.rembg_home_folders() == [tmp_path / "r", tmp_path / "x" / ".u2net"]
     monkeypatch.setenv("U2NET_HOME", str(tmp_path / "u"))
-    assert bg.rembg_home_folders() == [tmp_path / "u"]
+    assert mf.rembg_home_folders() == [tmp_path / "u"]
 
 
 def test_contract_from_file_name():
@@ -326,12 +333,12 @@ def test_contract_from_file_name():
 
 def test_missing_model_offline_names_file_folder_and_address(tmp_path):
     with pytest.raises(ValueError) as error:
-        bg.resolve_model_file("u2netp", [tmp_path], download_folder=None)
+        background_files([tmp_path], allow_download=False).background_model("u2netp")
     message = str(error.value)
     assert "u2netp.onnx" in message and str(tmp_path) in message
     assert "https://github.com/danielgatis/rembg/releases/download/v0.0.0/u2netp.onnx" in message
     with pytest.raises(ValueError, match="not found"):
-        bg.resolve_model_file("nothing-like-it.onnx", [tmp_path], download_folder=tmp_path)
+        background_files([tmp_path]).background_model("nothing-like-it.onnx")
 
 
 def test_download_goes_into_our_folder_only(monkeypatch, tmp_path):
@@ -347,15 +354,15 @@ def test_download_goes_into_our_folder_only(monkeypatch, tmp_path):
     monkeypatch.setattr(pooch, "retrieve", fake_retrieve)
     monkeypatch.setenv("U2NET_HOME", str(tmp_path / "users-own-home"))
     ours = tmp_path / "models" / "rembg"
-    path = bg.resolve_model_file("u2netp", [ours], download_folder=ours)
+    path = background_files([ours]).background_model("u2netp")
     assert path == ours / "u2netp.onnx" and path.is_file()
     url, known_hash, fname, where = fetched[0]
-    assert url == bg.KNOWN_MODELS["u2netp"].url and known_hash.startswith("md5:")
+    assert url == bg.BACKGROUND_MODELS["u2netp"].url and known_hash.startswith("md5:")
     assert Path(where) == ours
     assert os.environ["U2NET_HOME"] == str(tmp_path / "users-own-home")  # restored afterwards
     assert not (tmp_path / "users-own-home").exists()
     # found on disk the second time: no download
-    assert bg.resolve_model_file("u2netp", [ours], download_folder=ours) == path
+    assert background_files([ours]).background_model("u2netp") == path
     assert len(fetched) == 1
 
 
@@ -367,10 +374,10 @@ def test_failed_download_is_a_clear_error(monkeypatch, tmp_path):
 
     monkeypatch.setattr(pooch, "retrieve", no_network)
     with pytest.raises(ValueError) as error:
-        bg.resolve_model_file("silueta", [tmp_path], download_folder=tmp_path)
+        background_files([tmp_path]).background_model("silueta")
     message = str(error.value)
     assert "could not be downloaded" in message and "Name or service not known" in message
-    assert bg.KNOWN_MODELS["silueta"].url in message and str(tmp_path / "silueta.onnx") in message
+    assert bg.BACKGROUND_MODELS["silueta"].url in message and str(tmp_path / "silueta.onnx") in message
 
 
 @pytest.mark.parametrize("content", [b"", b"\x08\x07 this is not a protobuf" * 50])

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from depth_core.depth import DepthKind
-from depth_core.estimate import DepthEstimator, constrain_to_multiple, network_input_size, set_outside_mask_to_far
+from depth_core.depth import DepthKind, set_outside_mask_to_far
+from depth_core.estimate import DepthEstimator, constrain_to_multiple, network_input_size
 from depth_core.models.base import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD, ModelCard, Preprocess
 
 DEPTH_ANYTHING = Preprocess(518, 14, "lower_bound", IMAGENET_MEAN, IMAGENET_STD)

@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 
 from depth_core.depth import DepthKind
 from depth_core.loading import (CorruptCheckpointError, ModelFileMissingError, UnsafeCheckpointError, download,
-                                ensure_model_file, find_model_file, load_state_dict)
+                                load_state_dict)
+from depth_core.model_files import ensure_model_file, find_model_file
 from depth_core.models.base import HALF_MEAN, HALF_STD, KnownModel, ModelCard, Preprocess
 
 

@@ -27,7 +27,6 @@ def isolated_folders(nodes, monkeypatch, tmp_path):
     rembg_dir.mkdir()
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "rembg", ([str(rembg_dir)], set()))
     monkeypatch.delitem(folder_paths.folder_names_and_paths, "background_removal", raising=False)
-    monkeypatch.setattr(nodes, "REMBG_DOWNLOAD_DIR", str(rembg_dir))
     monkeypatch.setenv("U2NET_HOME", str(tmp_path / "rembg-home"))
     return rembg_dir
 
@@ -41,7 +40,6 @@ def run_remove(nodes, images, model, download=False, background="alpha", colour=
 def test_schemas_have_tooltips_and_the_model_folder_is_registered(nodes):
     import folder_paths
 
-    assert os.path.join(folder_paths.models_dir, "rembg") in folder_paths.get_folder_paths("rembg")
     for node in nodes.NODES:
         schema = node.define_schema()
         assert schema.node_id.startswith("DepthToolkit.") and schema.description and schema.display_name
@@ -50,6 +48,7 @@ def test_schemas_have_tooltips_and_the_model_folder_is_registered(nodes):
     remove = nodes.RemoveBackground.define_schema()
     assert [o.id for o in remove.outputs] == ["image", "mask"]
     assert "opposite polarity" in remove.outputs[1].tooltip
+    assert os.path.join(folder_paths.models_dir, "rembg") in folder_paths.get_folder_paths("rembg")
 
 
 def test_dropped_in_onnx_file_is_listed(nodes, isolated_folders):
