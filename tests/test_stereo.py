@@ -126,12 +126,12 @@ def test_background_fill_takes_the_background_side():
     result = warp_by_disparity(image, disparity, "right", "background", smoothing=0)
     hole = result.images[:, :, 6:14, 13:17]
     # The hole lies between the white square (left) and the background (right): it takes the mean of the first
-    # background pixels on the right of the square (their source columns 18..22), never the square's white.
-    background_right = image[:, :, 6:14, 18:23].mean(-1, keepdim=True)
+    # background pixels on the right of the square (their source columns 18..20), never the square's white.
+    background_right = image[:, :, 6:14, 18:21].mean(-1, keepdim=True)
     torch.testing.assert_close(hole, background_right.expand_as(hole), atol=1e-5, rtol=0)
     # With smoothing the hole colour is averaged over neighbouring rows of the same frame.
     smoothed = warp_by_disparity(image, disparity, "right", "background", smoothing=2).images[:, :, 6:14, 13:17]
-    rows = image[:, :, 4:16, 18:23].mean(-1)
+    rows = image[:, :, 4:16, 18:21].mean(-1)
     expected = torch.stack([rows[..., r:r + 5].mean(-1) for r in range(8)], -1)[..., None].expand_as(smoothed)
     torch.testing.assert_close(smoothed, expected, atol=1e-5, rtol=0)
 
@@ -346,3 +346,65 @@ def test_motorcycle_right_view_from_left_view_and_true_disparity(motorcycle):
     view = warp_by_disparity(image, filled, "right", "background").images[0]
     synthesized = (view.permute(1, 2, 0).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
     assert psnr_uint8(synthesized, right) > 23.0
+
+
+def _iw3_and_layered_scenes():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import iw3_reference
+    import stereo_scenes
+
+    return iw3_reference, stereo_scenes
+
+
+def _psnr(view: torch.Tensor, truth: torch.Tensor) -> float:
+    as_uint8 = [(x.permute(1, 2, 0).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8) for x in (view, truth)]
+    return psnr_uint8(*as_uint8)
+
+
+def test_background_fill_beats_iw3_shift_fill_where_the_hidden_background_is_known():
+    iw3_reference, stereo_scenes = _iw3_and_layered_scenes()
+    Plane = stereo_scenes.Plane
+    scenes = [stereo_scenes.LayeredScene(),
+              stereo_scenes.LayeredScene(planes=(Plane("astronaut", 3.0), Plane("rocket", 15.0, (0.2, 0.2, 0.8, 0.5)),
+                                                 Plane("coffee", 25.0, (0.3, 0.6, 0.7, 0.8))))]
+    for scene in scenes:
+        left, disparity, right = scene.stereo()
+        ours = warp_by_disparity(left[None], disparity[None], "right", "background").images[0]
+        theirs = iw3_reference.forward_fill_view(left, disparity, "right")
+        assert _psnr(ours, right) >= _psnr(theirs, right)
+        assert _psnr(theirs, right) > 20.0      # the reference really renders the scene (not a broken baseline)
+
+
+def test_background_fill_beats_iw3_on_the_motorcycle(motorcycle):
+    iw3_reference, _ = _iw3_and_layered_scenes()
+    left, right, disparity = motorcycle
+    image = torch.from_numpy(left).float().permute(2, 0, 1) / 255.0
+    filled = fill_invalid_along_rows(torch.from_numpy(np.asarray(disparity, dtype=np.float32)))
+    truth = torch.from_numpy(right).float().permute(2, 0, 1) / 255.0
+    ours = _psnr(warp_by_disparity(image[None], filled[None], "right", "background").images[0], truth)
+    theirs = _psnr(iw3_reference.forward_fill_view(image, filled, "right"), truth)
+    assert theirs == pytest.approx(22.5, abs=0.1)     # the figure the issue quotes for iw3
+    assert ours > theirs + 0.5
+
+
+def test_background_fill_is_steady_on_a_panning_shot():
+    iw3_reference, stereo_scenes = _iw3_and_layered_scenes()
+    scene = stereo_scenes.LayeredScene(height=120, width=180, margin=30)
+    frames = [scene.stereo(pan=step / 48) for step in range(6)]
+
+    def flicker(render) -> float:
+        """Mean change of the error from one frame to the next inside holes of both frames (0 = the fill moves with
+        the scene exactly as the truth does)."""
+        errors, holes = [], []
+        for left, disparity, right in frames:
+            errors.append(render(left, disparity) - right)
+            holes.append(warp_by_disparity(left[None], disparity[None], "right", "none").holes[0] > 0.5)
+        return float(np.mean([(errors[t] - errors[t - 1]).abs().mean(0)[holes[t] & holes[t - 1]].mean()
+                              for t in range(1, len(frames))]))
+
+    ours = flicker(lambda left, disparity: warp_by_disparity(left[None], disparity[None], "right").images[0])
+    theirs = flicker(lambda left, disparity: iw3_reference.forward_fill_view(left, disparity, "right"))
+    assert ours < 0.6 * theirs
