@@ -45,7 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resolution", default="native",
                         help="network input size: native, match, or a number (default: native)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: auto)")
-    parser.add_argument("--divergence", type=float, default=2.5, help="stereo strength, %% of width (default 2.5)")
+    parser.add_argument("--divergence", type=float,
+                        help="stereo strength, %% of width (default 2.5; 0.75 for --panorama, whose width is 360°)")
+    parser.add_argument("--panorama", nargs="?", const="icosahedral", choices=("icosahedral", "cube"),
+                        help="the inputs are 360° equirectangular panoramas (2:1): depth from overlapping perspective "
+                             "views (icosahedral, the default, or cube), seamless all around; sbs becomes top-bottom "
+                             "360° stereo (<name>_360_TB.png), the mesh a sphere; no normal map")
     args = parser.parse_args(argv)
     args.outputs = [name.strip() for name in args.outputs.split(",") if name.strip()]
     unknown = sorted(set(args.outputs) - set(ALL_OUTPUTS))
@@ -136,13 +141,16 @@ def write_outputs(stem: str, image: torch.Tensor, depth: Depth, args: argparse.N
 
     args.out.mkdir(parents=True, exist_ok=True)
     depth = match_depth_to_images(depth, 1, tuple(image.shape[1:3]))
+    if getattr(args, "panorama", None):
+        return write_panorama_outputs(stem, image, depth, args)
     written: list[Path] = []
     if "depth" in args.outputs:
         written.append(save_depth_png16(args.out / f"{stem}_depth.png", depth))
     if "normal" in args.outputs:
         written.append(write_png(args.out / f"{stem}_normal.png", normal_map(depth)[0]))
     if "sbs" in args.outputs or "anaglyph" in args.outputs:
-        left, right = stereo_pair(image.permute(0, 3, 1, 2), depth, StereoSettings(divergence=args.divergence))
+        settings = StereoSettings() if args.divergence is None else StereoSettings(divergence=args.divergence)
+        left, right = stereo_pair(image.permute(0, 3, 1, 2), depth, settings)
         left_view, right_view = left.images.permute(0, 2, 3, 1), right.images.permute(0, 2, 3, 1)
         if "sbs" in args.outputs:
             written.append(write_png(args.out / f"{stem}_sbs.png", compose_layout(left_view, right_view, "side-by-side")[0]))
@@ -150,6 +158,33 @@ def write_outputs(stem: str, image: torch.Tensor, depth: Depth, args: argparse.N
             written.append(write_png(args.out / f"{stem}_anaglyph.png", anaglyph(left_view, right_view)[0]))
     if "mesh" in args.outputs:
         mesh = depth_to_mesh(image[0], depth)
+        written.append(Path(save_mesh(mesh, args.out / f"{stem}_mesh.glb")[0]))
+    return written
+
+
+def write_panorama_outputs(stem: str, image: torch.Tensor, depth: Depth, args: argparse.Namespace) -> list[Path]:
+    """The outputs of one 360° panorama: depth, top-bottom ODS stereo named for VR players, anaglyph, sphere mesh."""
+    from .anaglyph import anaglyph
+    from .depth_io import save_depth_png16
+    from .mesh import depth_to_mesh, save_mesh
+    from .panorama import PANORAMA_STEREO_TAG, OdsSettings, ods_views
+    from .stereo import compose_layout
+
+    written: list[Path] = []
+    if "depth" in args.outputs:
+        written.append(save_depth_png16(args.out / f"{stem}_depth.png", depth))
+    if "normal" in args.outputs:
+        print(f"{stem}: no normal map for a panorama (normals need a perspective camera); skipped")
+    if "sbs" in args.outputs or "anaglyph" in args.outputs:
+        settings = OdsSettings() if args.divergence is None else OdsSettings(divergence=args.divergence)
+        left, right = ods_views(image, depth, settings)
+        if "sbs" in args.outputs:
+            tb = compose_layout(left, right, "top-bottom")[0]
+            written.append(write_png(args.out / f"{stem}{PANORAMA_STEREO_TAG}.png", tb))
+        if "anaglyph" in args.outputs:
+            written.append(write_png(args.out / f"{stem}_anaglyph.png", anaglyph(left, right)[0]))
+    if "mesh" in args.outputs:
+        mesh = depth_to_mesh(image[0], depth, projection="equirectangular")
         written.append(Path(save_mesh(mesh, args.out / f"{stem}_mesh.glb")[0]))
     return written
 
@@ -193,6 +228,14 @@ def main(argv: list[str] | None = None) -> int:
             from .depth_io import load_depth
 
             depth = load_depth(args.depth)
+        elif args.panorama:
+            from .panorama import estimate_panorama_depth
+
+            try:
+                depth, _ = estimate_panorama_depth(estimator, image, resolution, args.panorama,
+                                                   progress=print_progress(f"{path.name} views"))
+            except ValueError as error:
+                raise SystemExit(f"error: {path}: {error}") from error
         else:
             depth = estimator.predict(image, resolution)
         for written in write_outputs(path.stem, image, depth, args):

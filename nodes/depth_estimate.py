@@ -9,7 +9,9 @@ from comfy_api.latest import io
 import comfy.model_management
 import comfy.model_patcher
 
+from ..depth_core.depth import set_outside_mask_to_far
 from ..depth_core.estimate import DepthEstimator
+from ..depth_core.panorama import estimate_panorama_depth
 from ..depth_core.registry import build_estimator
 from ._common import CATEGORY, DepthModelType, comfy_progress, depth_outputs, depth_picture, ready_estimator
 from ._model_folders import model_files
@@ -82,6 +84,7 @@ class LoadDepthModel(io.ComfyNode):
 
 
 RESOLUTION_MODES = ["native", "match input", "custom"]
+PANORAMA_MODES = {"off": None, "360° icosahedral views": "icosahedral", "360° cube views": "cube"}
 
 
 class DepthEstimate(io.ComfyNode):
@@ -111,18 +114,31 @@ class DepthEstimate(io.ComfyNode):
                 io.Mask.Input("mask", optional=True,
                               tooltip="Optional subject mask (1 = keep, e.g. Remove Background's mask). Pixels "
                                       "outside it are set to the farthest depth of the subject."),
+                io.Combo.Input("panorama", options=list(PANORAMA_MODES), default="off", optional=True,
+                               tooltip="For 360° equirectangular panoramas (2:1): depth from overlapping "
+                                       "perspective views (20 icosahedral views, or 6 padded cube faces: faster), "
+                                       "aligned and blended into one panorama depth with no seam at the 360° "
+                                       "border or the poles. Depth is then the distance from the centre, for Mesh "
+                                       "Export's equirectangular sphere and Stereo 360. off: perspective photos."),
             ],
             outputs=depth_outputs(),
         )
 
     @classmethod
     def execute(cls, images: torch.Tensor, depth_model: LoadedDepthModel, resolution: str,
-                custom_resolution: int, normalize: str, mask: torch.Tensor | None = None) -> io.NodeOutput:
+                custom_resolution: int, normalize: str, mask: torch.Tensor | None = None,
+                panorama: str = "off") -> io.NodeOutput:
         if images.shape[0] == 0:
             raise ValueError("The image batch is empty: connect at least one image.")
         estimator = ready_estimator(depth_model)
         net_size = {"native": None, "match input": "match"}.get(resolution, custom_resolution)
-        depth = estimator.predict(images, net_size, mask, progress=comfy_progress(images.shape[0]))
+        if panorama == "off":
+            depth = estimator.predict(images, net_size, mask, progress=comfy_progress(images.shape[0]))
+        else:
+            depth, _ = estimate_panorama_depth(estimator, images, net_size, PANORAMA_MODES[panorama],
+                                               progress=comfy_progress(3 * images.shape[0]))
+            if mask is not None:
+                depth = depth.with_values(set_outside_mask_to_far(depth.values, mask, depth.kind))
         return io.NodeOutput(depth, depth_picture(depth, per_image=normalize == "per image"))
 
 

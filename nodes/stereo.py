@@ -94,16 +94,19 @@ def _settings(divergence, separation, convergence, balance, depth_exponent, dept
                           fov_degrees=fov_degrees, per_image=normalize == "per image")
 
 
-def _save_temp_pngs(images: torch.Tensor, prefix: str) -> list[dict]:
-    """Save IMAGE [B,H,W,C] as PNGs in ComfyUI's temp folder (like core PreviewImage); returns the ui entries."""
+def save_pngs(images: torch.Tensor, prefix: str, folder_type: str = "temp", tag: str = "") -> list[dict]:
+    """Save IMAGE [B,H,W,C] as PNGs in ComfyUI's temp (like core PreviewImage) or output folder, named
+    `<prefix>_00001_.png`, or `<prefix>_00001<tag>.png` with a tag (the VR layout players read from the name, after
+    the counter so ComfyUI's numbering still finds it); returns the ui entries."""
     height, width = images.shape[1], images.shape[2]
-    folder, filename, counter, subfolder = output_paths(prefix, width, height, folder_paths.get_temp_directory())
+    base = folder_paths.get_temp_directory() if folder_type == "temp" else folder_paths.get_output_directory()
+    folder, filename, counter, subfolder = output_paths(prefix, width, height, base)
     results = []
     for index in range(images.shape[0]):
-        name = f"{filename}_{counter + index:05}_.png"
+        name = f"{filename}_{counter + index:05}{tag or '_'}.png"
         with atomic_path(os.path.join(folder, name)) as partial:
             Image.fromarray(image_to_uint8(images[index])).save(partial, format="PNG", compress_level=1)
-        results.append({"filename": name, "subfolder": subfolder, "type": "temp"})
+        results.append({"filename": name, "subfolder": subfolder, "type": folder_type})
     return results
 
 
@@ -111,9 +114,9 @@ def _preview_ui(result: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -
     """The normal image preview of the result plus the left/right eye files for the web extension's viewers."""
     tag = "".join(random.choice(string.ascii_lowercase) for _ in range(6))
     shown = result if result.shape[-1] in (1, 3, 4) else result[..., :3]
-    images = _save_temp_pngs(shown, f"DepthToolkit_stereo_{tag}")
-    left_files = _save_temp_pngs(left, f"DepthToolkit_stereo_{tag}_left")
-    right_files = _save_temp_pngs(right, f"DepthToolkit_stereo_{tag}_right")
+    images = save_pngs(shown, f"DepthToolkit_stereo_{tag}")
+    left_files = save_pngs(left, f"DepthToolkit_stereo_{tag}_left")
+    right_files = save_pngs(right, f"DepthToolkit_stereo_{tag}_right")
     pairs = [{"left": lf, "right": rf} for lf, rf in zip(left_files, right_files)]
     return {"images": images, "animated": (False,), STEREO_UI_KEY: pairs}
 

@@ -207,3 +207,31 @@ def test_ods_of_the_room_has_no_seam_and_nearer_walls_shift_more(room):
         steps = column_steps(gray)
         assert float(steps[:, -1].mean()) < 3.0 * float(steps.mean()) + 0.01
     assert not torch.allclose(left, right)
+
+
+# --- command line -------------------------------------------------------------------------------------------------
+
+
+def test_cli_panorama_flag_writes_depth_360_stereo_and_sphere(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from depth_core.cli import main
+    from depth_core.image import image_to_uint8
+    from depth_core.models import depth_anything_v2
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "small.pth"
+    torch.save(depth_anything_v2.build(depth_anything_v2.SMALL).state_dict(), checkpoint)
+    panorama, _ = render_room(96, 48)
+    Image.fromarray(image_to_uint8(panorama[0])).save(tmp_path / "room.png")
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "room.png"), "--model", str(checkpoint), "--resolution", "56", "--panorama", "cube",
+                 "--outputs", "depth,sbs,mesh", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["room_360_TB.png", "room_depth.png", "room_mesh.glb"]
+    assert Image.open(out / "room_360_TB.png").size == (96, 96)
+    assert np.asarray(Image.open(out / "room_depth.png")).shape == (48, 96)
+    with pytest.raises(SystemExit, match="photo.png.*twice as wide"):
+        main([str(tmp_path / "photo.png"), "--model", str(checkpoint), "--resolution", "56", "--panorama",
+              "--out", str(out)])
