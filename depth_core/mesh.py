@@ -253,12 +253,40 @@ def depth_to_mesh(
                     f"log-depth step in this depth map is {float(span.max()):.3g}), set it to 0 to keep every "
                     "triangle, or turn on keep_background.")
             faces = kept
+    if wrap:
+        vertices, uvs, colors, faces = _close_poles(vertices, uvs, colors, faces, grid_cols, grid_distance)
     vertices, (uvs, colors), faces = _compact(vertices, [uvs, colors], faces)
 
     mesh = DepthMesh(vertices.float().cpu(), faces.long().cpu(), uvs.float().cpu(), colors.float().cpu(), rgb)
     if simplify_to_faces:
         mesh = simplify(mesh, simplify_to_faces, Pinhole.from_fov(width, height, fov_degrees))
     return mesh
+
+
+def _close_poles(vertices: torch.Tensor, uvs: torch.Tensor, colors: torch.Tensor, faces: torch.Tensor, cols: int,
+                 grid_distance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fan the first and last vertex rows of a panorama sphere in to a vertex at each pole.
+
+    Pixel centres stop half a pixel short of the poles, which would leave a hole straight up and straight down.
+    Each grid cell gets its own copy of the pole vertex (same position) so its triangle takes its texture from its
+    own column instead of smearing one colour around the cap.
+    """
+    rows = grid_distance.shape[0]
+    cells = torch.arange(cols - 1, device=faces.device)
+    added_vertices, added_uvs, added_colors, added_faces = [], [], [], []
+    first_new = vertices.shape[0]
+    for cap, (row, up, v) in enumerate(((0, 1.0, 0.0), (rows - 1, -1.0, 1.0))):
+        radius = float(grid_distance[row, :-1].mean())
+        ring = row * cols + cells
+        pole = first_new + cap * cells.shape[0] + cells
+        added_vertices.append(vertices.new_tensor([0.0, up * radius, 0.0]).expand(cells.shape[0], 3))
+        added_uvs.append(torch.stack([0.5 * (uvs[ring, 0] + uvs[ring + 1, 0]), torch.full_like(uvs[ring, 0], v)], 1))
+        added_colors.append(0.5 * (colors[ring] + colors[ring + 1]))
+        # Counter-clockwise seen from the centre, like the grid's triangles.
+        corners = (pole, ring, ring + 1) if row == 0 else (ring, pole, ring + 1)
+        added_faces.append(torch.stack(corners, 1))
+    return (torch.cat([vertices, *added_vertices]), torch.cat([uvs, *added_uvs]), torch.cat([colors, *added_colors]),
+            torch.cat([faces, *added_faces]))
 
 
 def _rebuild_on_background(cut_faces: torch.Tensor, corner_log: torch.Tensor, threshold: float,

@@ -180,10 +180,11 @@ def test_equirectangular_maps_onto_a_sphere_of_the_depth_radius():
     mesh = depth_to_mesh(gradient_image(height, width), metric(torch.full((height, width), 3.0)),
                          projection="equirectangular", resolution=0)
     assert torch.allclose(mesh.vertices.norm(dim=1), torch.full((mesh.vertex_count,), 3.0), atol=1e-5)
-    # The 360 degree seam is closed with one duplicated column: 2 triangles per cell all the way around.
-    assert mesh.vertex_count == height * (width + 1)
-    assert mesh.face_count == 2 * (height - 1) * width
-    grid = mesh.vertices.view(height, width + 1, 3)
+    # The 360 degree seam is closed with one duplicated column: 2 triangles per cell all the way around, and one
+    # more per column in each pole's cap (with its own copy of the pole vertex).
+    assert mesh.vertex_count == height * (width + 1) + 2 * width
+    assert mesh.face_count == 2 * (height - 1) * width + 2 * width
+    grid = mesh.vertices[:height * (width + 1)].view(height, width + 1, 3)
     assert torch.allclose(grid[:, 0], grid[:, -1])
     assert float(mesh.uvs[:, 0].max()) == 1.0
     assert bool((grid[0, :, 1] > 2.9).all()) and bool((grid[-1, :, 1] < -2.9).all()), "top row = up (+Y)"
@@ -192,6 +193,21 @@ def test_equirectangular_maps_onto_a_sphere_of_the_depth_radius():
     # The image centre looks down -Z, like the perspective camera.
     centre = grid[height // 2, width // 2]
     assert float(centre[2]) < -2.5
+
+
+def test_equirectangular_sphere_is_closed_at_the_seam_and_the_poles():
+    height, width = 16, 32
+    mesh = depth_to_mesh(gradient_image(height, width), metric(torch.full((height, width), 2.0)),
+                         projection="equirectangular", resolution=0)
+    closed = trimesh.Trimesh(mesh.vertices.numpy(), mesh.faces.numpy(), process=True)   # merges the seam copies
+    assert closed.is_watertight
+    assert abs(closed.volume) == pytest.approx(4.0 / 3.0 * math.pi * 2.0 ** 3, rel=0.03)
+    # Every triangle faces the centre, like the grid's (counter-clockwise seen from the camera).
+    centres = mesh.vertices[mesh.faces].mean(1)
+    assert bool(((face_normals(mesh) * centres).sum(1) < 0).all())
+    poles = mesh.vertices[height * (width + 1):]
+    assert torch.allclose(poles[:width], torch.tensor([0.0, 2.0, 0.0]).expand(width, 3))
+    assert torch.allclose(poles[width:], torch.tensor([0.0, -2.0, 0.0]).expand(width, 3))
 
 
 def test_equirectangular_relative_depth_radius_between_near_and_far():
