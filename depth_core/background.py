@@ -12,7 +12,6 @@ The catalogue of rembg's models is `BACKGROUND_MODELS`; finding and downloading 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 from collections import OrderedDict
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .depth import Depth, fill_non_finite, set_outside_mask_to_far
-from .image import to_rgb
+from .image import gaussian_blur, to_rgb
 from .progress import ProgressFn, no_progress
 
 log = logging.getLogger(__name__)
@@ -357,16 +356,8 @@ def feather_mask(mask: torch.Tensor, pixels: float) -> torch.Tensor:
     """Soften edges of [B,H,W] with a Gaussian whose transition is about `pixels` wide on each side."""
     if pixels <= 0:
         return mask
-    sigma = pixels / 2
-    radius = max(1, math.ceil(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, device=mask.device, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    x = mask.unsqueeze(1).float()
-    # replicate padding works for any image size, even 1 pixel, unlike reflect
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
-    return x.squeeze(1).clamp(0, 1)
+    # sigma = half the width: the transition from 2 % to 98 % spans about the requested pixels on each side
+    return gaussian_blur(mask.unsqueeze(1).float(), pixels / 2).squeeze(1).clamp(0, 1)
 
 
 def threshold_mask(mask: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .depth import Depth, DepthKind, normalize_min_max
+from .image import gaussian_blur
 from .progress import ProgressFn, no_progress
 
 Rect = tuple[int, int, int, int]
@@ -245,37 +246,15 @@ def select_patches(image: torch.Tensor, receptive_field: int, factor: float) -> 
 # Blending and alignment
 
 
-def gaussian_blur(values: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of [N,C,H,W] with replicated borders (kernel 2*ceil(2*sigma)+1, OpenCV's size)."""
-    if sigma <= 0:
-        return values
-    radius = int(math.ceil(2 * sigma))
-    offsets = torch.arange(-radius, radius + 1, device=values.device, dtype=values.dtype)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    channels = values.shape[1]
-    pad_h, pad_w = min(radius, values.shape[-2] - 1), min(radius, values.shape[-1] - 1)
-    out = values
-    if pad_w > 0:
-        k = kernel[radius - pad_w: radius + pad_w + 1]
-        k = (k / k.sum()).view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
-        out = F.conv2d(F.pad(out, (pad_w, pad_w, 0, 0), mode="replicate"), k, groups=channels)
-    if pad_h > 0:
-        k = kernel[radius - pad_h: radius + pad_h + 1]
-        k = (k / k.sum()).view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
-        out = F.conv2d(F.pad(out, (0, 0, pad_h, pad_h), mode="replicate"), k, groups=channels)
-    return out
-
-
-def feather_mask(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
+def patch_blend_weight(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """[H,W] blending weight of a patch: 0 on a 15 % border, 1 inside, with a Gaussian ramp (sigma = side/16)
     between, so a patch fades into the estimate around it without a seam."""
     mask = torch.zeros(1, 1, height, width, device=device)
     by, bx = int(0.15 * height), int(0.15 * width)
     mask[..., by:height - by, bx:width - bx] = 1.0
-    mask = gaussian_blur(mask, int(height / 16))[0, 0]
-    low, high = mask.min(), mask.max()
-    return (mask - low) / (high - low) if high > low else torch.ones_like(mask)
+    sigma = int(height / 16)
+    mask = gaussian_blur(mask, sigma, radius=math.ceil(2 * sigma))[0, 0]
+    return normalize_min_max(mask[None])[0] if mask.max() > mask.min() else torch.ones_like(mask)
 
 
 def fit_scale_shift(source: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
@@ -533,7 +512,7 @@ def boost_image(estimator: BoostableEstimator, image: torch.Tensor, merger: Dept
             merged = merger.merge(base_work, resize(patch_estimates[index:index + 1], work), base_pixel)
             scale, shift = fit_scale_shift(merged, base_work)
             merged = resize(apply_scale_shift(merged, scale, shift), (h, w))[:, 0]
-            mask = feather_mask(h, w, merged.device)
+            mask = patch_blend_weight(h, w, merged.device)
             region = estimate[:, y:y + h, x:x + w]
             estimate[:, y:y + h, x:x + w] = region * (1 - mask) + merged * mask
             if step is not None:

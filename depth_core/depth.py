@@ -116,15 +116,32 @@ def nearness(depth: Depth) -> torch.Tensor:
     return values
 
 
+def min_max_range(values: torch.Tensor, per_image: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(low, high) of a batch [B,...], shaped [B,1,...] per item, or the whole batch's range repeated per item."""
+    dims = tuple(range(1 if per_image else 0, values.ndim))
+    shape = (values.shape[0],) + (1,) * (values.ndim - 1)
+    return (values.amin(dim=dims, keepdim=True).expand(shape), values.amax(dim=dims, keepdim=True).expand(shape))
+
+
+def unit_interval(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """(values - low) / (high - low) clamped to 0..1; a flat range maps to 0 instead of dividing by zero."""
+    span = high - low
+    safe_span = torch.where(span > 0, span, torch.ones_like(span))
+    return torch.where(span > 0, (values - low) / safe_span, torch.zeros_like(values)).clamp(0.0, 1.0)
+
+
+def inverse_of_affine_depth(values: torch.Tensor, near_offset: float) -> torch.Tensor:
+    """Relative inverse depth [B,H,W] from affine-invariant depth (larger = farther, scale and shift unknown):
+    each image's nearest value moved to `near_offset`, then inverted. Keeps the order and, when the offset matches
+    the scene's true near distance in the prediction's units, keeps planes planar (negation would not)."""
+    nearest = values.flatten(1).amin(1).view(-1, *([1] * (values.ndim - 1)))
+    return 1.0 / (values - nearest + near_offset)
+
+
 def normalize_min_max(values: torch.Tensor, per_image: bool = True) -> torch.Tensor:
     """Min-max normalize a batch [B,...] (e.g. [B,H,W] or [B,1,H,W]) to 0..1 per item or over the whole batch;
     a flat item becomes zeros."""
-    dims = tuple(range(1 if per_image else 0, values.ndim))
-    low = values.amin(dim=dims, keepdim=True)
-    high = values.amax(dim=dims, keepdim=True)
-    span = high - low
-    safe_span = torch.where(span > 0, span, torch.ones_like(span))
-    return torch.where(span > 0, (values - low) / safe_span, torch.zeros_like(values))
+    return unit_interval(values, *min_max_range(values, per_image))
 
 
 def normalized_nearness(depth: Depth, per_image: bool = True) -> torch.Tensor:

@@ -1,8 +1,13 @@
-"""Conversions between ComfyUI-style IMAGE tensors ([B,H,W,C] float 0..1) and what the algorithms want."""
+"""Conversions between ComfyUI-style IMAGE tensors ([B,H,W,C] float 0..1) and what the algorithms want, and the one
+Gaussian blur every module uses."""
 from __future__ import annotations
+
+import math
+from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def to_rgb(images: torch.Tensor) -> torch.Tensor:
@@ -48,3 +53,36 @@ def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of two uint8 pictures over all pixels and channels (data range 255)."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
+
+
+def gaussian_kernel(size: int, sigma: float, dtype: torch.dtype = torch.float64,
+                    device: torch.device | str = "cpu") -> torch.Tensor:
+    """cv2.getGaussianKernel(size, sigma) for sigma > 0: `size` taps, summing to 1."""
+    offsets = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2.0
+    weights = torch.exp(-offsets * offsets / (2.0 * sigma * sigma))
+    return weights / weights.sum()
+
+
+def gaussian_blur(values: torch.Tensor, sigma: float, radius: int | None = None,
+                  border: Literal["replicate", "reflect"] = "replicate") -> torch.Tensor:
+    """Separable Gaussian blur of [N,C,H,W] with 2 * radius + 1 taps (default radius ceil(3 sigma)).
+
+    border "reflect" is OpenCV's default (mirror without repeating the edge pixel), so with radius = size // 2
+    this is cv2.GaussianBlur(x, (size, size), sigma). Along a side shorter than the kernel, the kernel is cut to
+    the side and renormalized, so any image size works, down to one pixel.
+    """
+    if sigma <= 0:
+        return values
+    radius = int(math.ceil(3 * sigma)) if radius is None else radius
+    kernel = gaussian_kernel(2 * radius + 1, sigma, values.dtype, values.device)
+    channels = values.shape[1]
+    out = values
+    for dim, length in ((3, values.shape[-1]), (2, values.shape[-2])):
+        pad = min(radius, length - 1)
+        if pad <= 0:
+            continue
+        taps = kernel[radius - pad: radius + pad + 1]
+        taps = (taps / taps.sum()).view(1, 1, *((1, -1) if dim == 3 else (-1, 1))).repeat(channels, 1, 1, 1)
+        padding = (pad, pad, 0, 0) if dim == 3 else (0, 0, pad, pad)
+        out = F.conv2d(F.pad(out, padding, mode=border), taps, groups=channels)
+    return out

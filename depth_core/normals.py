@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from .camera import DEFAULT_FOV_DEGREES, Pinhole
 from .depth import Depth, distance, normalized_nearness
+from .image import gaussian_blur
 
 METHODS = ("geometric", "sobel")
 GREEN_CONVENTIONS = ("opengl", "directx")
@@ -69,14 +70,6 @@ def _separable(x: torch.Tensor, row: torch.Tensor, column: torch.Tensor) -> torc
     return _correlate_1d(_correlate_1d(x, row, 3), column, 2)
 
 
-def gaussian_kernel(size: int, sigma: float, dtype: torch.dtype = torch.float64,
-                    device: torch.device | str = "cpu") -> torch.Tensor:
-    """cv2.getGaussianKernel(size, sigma) for sigma > 0."""
-    offsets = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2.0
-    weights = torch.exp(-offsets * offsets / (2.0 * sigma * sigma))
-    return weights / weights.sum()
-
-
 def sobel_kernels(size: int, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """(smoothing, first derivative) 1-D kernels of cv2.Sobel(ksize=size): binomial smoothing of `size` taps and
@@ -93,12 +86,6 @@ def sobel_kernels(size: int, dtype: torch.dtype = torch.float64, device: torch.d
     smooth = binomial(size - 2)
     derivative = F.conv1d(F.pad(smooth, (2, 2)).view(1, 1, -1), derivative_base.flip(0).view(1, 1, -1)).flatten()
     return binomial(size), derivative
-
-
-def _gaussian_blur(x: torch.Tensor, size: int) -> torch.Tensor:
-    """cv2.GaussianBlur(x, (size, size), size) on [N,1,H,W]."""
-    kernel = gaussian_kernel(size, float(size), x.dtype, x.device)
-    return _separable(x, kernel, kernel)
 
 
 def _numpy_gradient(z: torch.Tensor, dim: int) -> torch.Tensor:
@@ -131,7 +118,7 @@ def sobel_normals(depth16: torch.Tensor, pre_blur: int = 0, sobel_kernel: int = 
     z = (depth16.double() if invert else -depth16.double()) / 256.0
     z = z.unsqueeze(1)
     if pre_blur > 0:
-        z = _gaussian_blur(z, pre_blur)
+        z = gaussian_blur(z, float(pre_blur), pre_blur // 2, border="reflect")
     if sobel_kernel > 0:
         smooth, derivative = sobel_kernels(sobel_kernel, z.dtype, z.device)
         dz_dx = _separable(z, derivative, smooth)
@@ -142,7 +129,8 @@ def sobel_normals(depth16: torch.Tensor, pre_blur: int = 0, sobel_kernel: int = 
     normals = normals / torch.linalg.vector_norm(normals, dim=1, keepdim=True)
     if post_blur > 0:
         batch, _, height, width = normals.shape
-        blurred = _gaussian_blur(normals.reshape(batch * 3, 1, height, width), post_blur)
+        blurred = gaussian_blur(normals.reshape(batch * 3, 1, height, width), float(post_blur), post_blur // 2,
+                                border="reflect")
         normals = blurred.view(batch, 3, height, width)
         normals = normals / torch.linalg.vector_norm(normals, dim=1, keepdim=True).clamp_min(1e-12)
     return normals.permute(0, 2, 3, 1)

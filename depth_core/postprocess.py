@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .depth import Depth, DepthKind, nearness
+from .depth import Depth, DepthKind, min_max_range, nearness, normalize_min_max, unit_interval
 from .progress import ProgressFn, no_progress
 
 CLIP_MODES = ("range", "percentile")
@@ -85,26 +85,6 @@ def quantile(values: torch.Tensor, q: float) -> torch.Tensor:
     return ordered[:, low] * (1.0 - frac) + ordered[:, high] * frac
 
 
-def _range_of(values: torch.Tensor, per_image: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(low, high) as [B,1,1] per image, or the batch's range broadcast to every image."""
-    dims = (1, 2) if per_image else (0, 1, 2)
-    low = values.amin(dim=dims, keepdim=True).expand(values.shape[0], 1, 1)
-    high = values.amax(dim=dims, keepdim=True).expand(values.shape[0], 1, 1)
-    return low, high
-
-
-def _unit_interval(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """(values - low) / (high - low), with a flat range mapping to 0 instead of dividing by zero."""
-    span = high - low
-    safe = torch.where(span > 0, span, torch.ones_like(span))
-    return torch.where(span > 0, (values - low) / safe, torch.zeros_like(values)).clamp(0.0, 1.0)
-
-
-def normalize(values: torch.Tensor, per_image: bool = True) -> torch.Tensor:
-    low, high = _range_of(values, per_image)
-    return _unit_interval(values, low, high)
-
-
 def clip_bounds(unit: torch.Tensor, mode: str, near: float, far: float, per_image: bool
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(low, high) as [B,1,1] on the 0..1 nearness `unit`: the range itself, or its far/near percentiles."""
@@ -144,13 +124,15 @@ def _banded_solve(blocks: dict[tuple[int, int], float], rhs: np.ndarray, bandwid
     return solve_banded((bandwidth, bandwidth), ab, rhs)
 
 
-def stabilize_frames(frames: torch.Tensor, window: int = 2, shift: bool = True,
+def stabilize_frames(frames: torch.Tensor, window: int = 2, shift: bool = True, anchored: int = 0,
                      progress: ProgressFn = no_progress) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Align each frame of [B,H,W] to its neighbours with a per-frame scale (and shift).
 
     Minimizes sum over frame pairs i<j<=i+window of mean_p (s_i x_ip + b_i - s_j x_jp - b_j)^2 jointly for all
     frames, plus a tiny pull towards s=1, b=0 that fixes the overall scale and offset (which the pair terms leave
-    free) and keeps flat frames solvable. Returns (aligned frames, scales [B], shifts [B]).
+    free) and keeps flat frames solvable. The first `anchored` frames (already aligned ones, when a video is
+    stabilized chunk by chunk) are held at s=1, b=0 by a strong pull instead. Returns (aligned frames, scales [B],
+    shifts [B]).
     """
     batch = frames.shape[0]
     ones = torch.ones(batch, dtype=frames.dtype, device=frames.device)
@@ -188,11 +170,12 @@ def stabilize_frames(frames: torch.Tensor, window: int = 2, shift: bool = True,
                     add(per * a + 1, per * b + 1, sign * 1.0)
     rhs = np.zeros(per * batch)
     for i in range(batch):
-        weight = 1e-6 * max(float(sum_xx[i]), 1e-6)
+        pull = 1e6 if i < anchored else 1e-6
+        weight = pull * max(float(sum_xx[i]), 1e-6)
         add(per * i, per * i, weight)
         rhs[per * i] = weight
         if shift:
-            add(per * i + 1, per * i + 1, 1e-6)
+            add(per * i + 1, per * i + 1, pull)
     solution = _banded_solve(blocks, rhs, bandwidth=per * (max(cross) + 1))
     progress(2, 2)
     scales = torch.as_tensor(solution[0::per], dtype=frames.dtype, device=frames.device)
@@ -211,7 +194,7 @@ def flicker(pictures: torch.Tensor) -> float:
 def nearness_histogram(depth: Depth, per_image: bool = True, bins: int = 256) -> list[int]:
     """Counts of the normalized nearness (0..1, near = 1) in `bins` equal bins, summed over the batch."""
     _require_frames(depth)
-    unit = normalize(nearness(depth).float(), per_image)
+    unit = normalize_min_max(nearness(depth).float(), per_image)
     index = (unit * bins).long().clamp(0, bins - 1)
     return torch.bincount(index.flatten(), minlength=bins).cpu().tolist()
 
@@ -234,10 +217,10 @@ def clip_renormalize(depth: Depth, settings: ClipSettings = ClipSettings(),
         near_values, _, _ = stabilize_frames(near_values, settings.stabilize_window, shift=not metres_out,
                                              progress=progress)
         per_image = False  # a per-frame range would bring the flicker straight back
-    low, high = _range_of(near_values, per_image)
-    unit = _unit_interval(near_values, low, high)
+    low, high = min_max_range(near_values, per_image)
+    unit = unit_interval(near_values, low, high)
     clip_low, clip_high = clip_bounds(unit, settings.mode, settings.near, settings.far, per_image)
-    stretched = _unit_interval(unit.clamp(min=clip_low, max=clip_high), clip_low, clip_high)
+    stretched = unit_interval(unit.clamp(min=clip_low, max=clip_high), clip_low, clip_high)
     shaped = apply_curve(stretched, settings.gamma, settings.contrast)
     picture = 1.0 - shaped if settings.invert else shaped
     if metres_out:

@@ -13,6 +13,7 @@ import torch
 
 from depth_core import boost as B
 from depth_core.depth import DepthKind
+from depth_core.image import gaussian_blur
 from depth_core.loading import load_state_dict
 from depth_core.models import pix2pix
 
@@ -168,7 +169,7 @@ def synthetic_pair(size: int = 256):
     region = ((xx > 0.2) & (xx < 0.6) & (yy > 0.3) & (yy < 0.7)).float()
     truth = 0.5 * xx + 0.2 * yy + 0.15 * checker * region
     low_net = size // 4
-    low = B.gaussian_blur(B.resize(B.resize(truth[None, None], (low_net, low_net)), (size, size)), 2.0)
+    low = gaussian_blur(B.resize(B.resize(truth[None, None], (low_net, low_net)), (size, size)), 2.0)
     high = 1.7 * (truth + 0.3 * torch.sin(math.pi * xx) * torch.sin(math.pi * yy)) + 0.3
     return truth, region, low, high[None, None], size / low_net
 
@@ -199,8 +200,8 @@ def test_fit_scale_shift_recovers_known_affine_map():
     assert flat_scale.item() == 0.0 and flat_shift.item() == pytest.approx(target[0].mean().item(), abs=1e-5)
 
 
-def test_feather_mask_is_zero_at_the_border_and_one_inside():
-    mask = B.feather_mask(160, 160)
+def test_patch_blend_weight_is_zero_at_the_border_and_one_inside():
+    mask = B.patch_blend_weight(160, 160)
     assert mask.shape == (160, 160)
     assert mask[0].max() < 0.01 and mask[:, 0].max() < 0.01
     assert mask[80, 80] == pytest.approx(1.0)

@@ -10,7 +10,8 @@ import torch
 
 from depth_core.camera import Pinhole
 from depth_core.depth import Depth, DepthKind
-from depth_core.normals import (encode_normals, gaussian_kernel, geometric_normals, normal_map,
+from depth_core.image import gaussian_kernel
+from depth_core.normals import (encode_normals, geometric_normals, normal_map,
                                 sixteen_bit_nearness, sobel_kernels, sobel_normals)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..files import atomic_path
+from ..image import image_to_uint8
 from .layers import TAG_BORDER, TAG_INPAINTED, TAG_VISIBLE, LayeredDepthImage
 from .render import Mesh
 
@@ -117,7 +118,7 @@ def ply_header(layered: LayeredMesh, vertex_count: int, face_count: int) -> byte
 def write_ply(layered: LayeredMesh, path: str) -> str:
     """Binary little-endian PLY readable by the old extension's video tools (its coordinates: y down, z forward)."""
     vertices = layered.mesh.vertices.detach().cpu().numpy().astype(np.float32) * np.array([1, -1, -1], np.float32)
-    colors = (layered.mesh.colors.detach().float().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    colors = image_to_uint8(layered.mesh.colors)
     faces = layered.mesh.faces.detach().cpu().numpy().astype("<i4")
     vertex_records = np.empty(len(vertices), dtype=[("xyz", "<f4", 3), ("rgba", "u1", 4)])
     vertex_records["xyz"] = vertices
@@ -159,7 +160,7 @@ def write_trimesh(layered: LayeredMesh, path: str) -> str:
     extension = os.path.splitext(path)[1].lower().lstrip(".")
     if extension not in ("glb", "obj"):
         raise ValueError(f"Mesh files are .ply, .glb or .obj, got '{path}'.")
-    colors = (layered.mesh.colors.detach().float().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    colors = image_to_uint8(layered.mesh.colors)
     alpha = np.full((len(colors), 1), 255, np.uint8)
     mesh = trimesh.Trimesh(vertices=layered.mesh.vertices.detach().cpu().numpy(),
                            faces=layered.mesh.faces.detach().cpu().numpy(),

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..files import atomic_path
+from ..image import image_to_uint8
 from ..progress import ProgressFn, no_progress
 from ..video_io import encoder_available, even_size
 
@@ -58,8 +59,7 @@ def write_video(frames: torch.Tensor, path: str, fps: float, video_format: str |
                     stream.options["b:v"] = "0"
             total = frames.shape[0]
             for index in range(total):
-                pixels = (frames[index, :out_height, :out_width].detach().float().clamp(0, 1) * 255 + 0.5)
-                array = np.ascontiguousarray(pixels.to(torch.uint8).cpu().numpy())
+                array = np.ascontiguousarray(image_to_uint8(frames[index, :out_height, :out_width]))
                 for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
                     container.mux(packet)
                 progress(index + 1, total)
