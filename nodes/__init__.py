@@ -22,9 +22,11 @@ def all_nodes() -> list[type[io.ComfyNode]]:
 class DepthToolkitExtension(ComfyExtension):
     @override
     async def on_load(self) -> None:
+        from ._common import install_interrupt_check
         from ._model_folders import register_model_folders
 
         register_model_folders()
+        install_interrupt_check()
 
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:

@@ -4,6 +4,8 @@ Node files stay thin: they adapt ComfyUI tensors and call depth_core; anything t
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 from comfy_api.latest import io
 
@@ -11,7 +13,9 @@ import comfy.model_management
 import comfy.utils
 import folder_paths
 
+from ..depth_core.camera import AUTO_FOV
 from ..depth_core.depth import Depth, as_depth, depth_to_image
+from ..depth_core.interrupt import set_interrupt_check
 from ..depth_core.progress import ProgressFn
 
 CATEGORY = "Depth Toolkit"
@@ -36,6 +40,23 @@ def depth_input(id: str = "depth", tooltip: str = DEPTH_INPUT_TOOLTIP, optional:
 
 def read_depth(value: Depth | torch.Tensor) -> Depth:
     return as_depth(value)
+
+
+FOV_TOOLTIP = ("Horizontal field of view of the photo in degrees. 0 = auto: the one the depth carries (predicted by "
+               "Depth Pro, or set on Depth Estimate), else 55 (a 35 mm lens on full frame; phones about 65-75). The "
+               "field of view used is logged and shown on the node.")
+
+
+def fov_input(id: str = "fov", note: str = "", maximum: float = 179.0) -> io.Float.Input:
+    """The field-of-view setting of the geometry nodes: 0 = auto (the depth's camera, else the default)."""
+    return io.Float.Input(id, default=AUTO_FOV, min=0.0, max=maximum, step=0.5, tooltip=note + FOV_TOOLTIP)
+
+
+def report_fov(node: str, sources: list[str]) -> str:
+    """Log which field of view a node used (one line per distinct choice) and return the text for its ui."""
+    text = f"{node}: " + "; ".join(dict.fromkeys(sources))
+    logging.getLogger("DepthToolkit").info(text)
+    return text
 
 
 def depth_outputs() -> list:
@@ -73,8 +94,14 @@ def comfy_progress(total: int) -> ProgressFn:
 def ready_estimator(depth_model):
     """The depth_core DepthEstimator inside a DEPTHTOOLKIT_MODEL value, loaded onto its device through ComfyUI's
     model management (which may first unload other models to make room)."""
+    install_interrupt_check()
     comfy.model_management.load_models_gpu([depth_model.patcher])
     return depth_model.estimator
+
+
+def install_interrupt_check() -> None:
+    """Let depth_core stop between network blocks when the user presses Cancel (or /interrupt)."""
+    set_interrupt_check(comfy.model_management.throw_exception_if_processing_interrupted)
 
 
 def output_paths(filename_prefix: str, width: int, height: int,
