@@ -7,8 +7,10 @@ place when the digest matches, so an interrupted or tampered download never look
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
+import pickletools
 import re
 import urllib.request
 import zipfile
@@ -51,10 +53,13 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights only" in str(error).lower() or "unsupported global" in str(error).lower():
+        # torch refuses garbage and code alike with the same error (and advice to turn safe loading off, never
+        # passed on): only a pickle that parses and names code outside torch's own types is unsafe.
+        code = code_globals(path)
+        if code:
             raise UnsafeCheckpointError(
-                f"Refusing to load {path.name}: it contains Python objects that would run code when unpickled "
-                f"({_first_line(error)}). Use the official release of this model, or a .safetensors version of it."
+                f"Refusing to load {path.name}: it holds Python objects that would run code when loaded "
+                f"({', '.join(code[:3])}). Use the official release of this model, or a .safetensors version of it."
             ) from error
         raise CorruptCheckpointError(_corrupt_message(path, error)) from error
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
@@ -93,13 +98,81 @@ def _has_tensors(mapping: Mapping) -> bool:
     return any(isinstance(v, torch.Tensor) for v in mapping.values())
 
 
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+TENSOR_PICKLE_MODULES = ("torch", "collections", "_codecs")
+"""Modules whose names a plain tensor checkpoint's pickle refers to (torch's rebuild functions and storages,
+OrderedDict, the byte-string codec); anything else is code that loading would import and run."""
+
+MAX_PICKLES_SCANNED = 5
+"""torch's legacy (non-zip) format is a few pickles in a row (magic number, protocol, system info, the object, the
+storage keys) followed by raw tensor bytes."""
+
+
+def code_globals(path: str | os.PathLike) -> list[str] | None:
+    """The importable names (module.name) a checkpoint's pickle refers to outside `TENSOR_PICKLE_MODULES`, or None
+    when the file is no readable pickle at all (random bytes, a truncated or damaged file). Reads opcodes only;
+    nothing is imported or run."""
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return None
+                streams = [io.BytesIO(archive.read(name))]
+        else:
+            streams = [io.BytesIO(path.read_bytes())]
+    except (OSError, zipfile.BadZipFile, KeyError, RuntimeError):
+        return None
+    stream = streams[0]
+    found: list[str] = []
+    for index in range(MAX_PICKLES_SCANNED):
+        if stream.tell() >= len(stream.getbuffer()):
+            break
+        try:
+            found += _pickle_globals(stream)
+        except (ValueError, EOFError):  # genops' error for a byte that is no opcode, or a pickle cut short
+            if index == 0:
+                return None
+            break
+    return [name for name in dict.fromkeys(found) if name.split(".")[0] not in TENSOR_PICKLE_MODULES]
+
+
+def _pickle_globals(stream: io.BytesIO) -> list[str]:
+    """module.name of every GLOBAL / STACK_GLOBAL of one pickle, read up to its STOP."""
+    found, strings, memo = [], [], {}
+    for opcode, argument, _ in pickletools.genops(stream):
+        if opcode.name == "GLOBAL":
+            found.append(str(argument).replace(" ", "."))
+        elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+            found.append(f"{strings[-2]}.{strings[-1]}")
+        elif isinstance(argument, str) and ("UNICODE" in opcode.name or "STRING" in opcode.name):
+            strings.append(str(argument))
+        elif opcode.name == "MEMOIZE" and strings:
+            memo[len(memo)] = strings[-1]
+        elif opcode.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
+            memo[argument] = strings[-1]
+        elif opcode.name in ("BINGET", "LONG_BINGET", "GET") and argument in memo:
+            strings.append(memo[argument])
+        if opcode.name == "STOP":
+            break
+    return found
+
+
+SAFE_LOADING_ADVICE = ("weights_only", "weights only", "trusted source", "arbitrary code", "file an issue",
+                       "check the documentation")
+"""Lines of torch's errors that advise turning safe loading off; never shown to users."""
+
+
+def _reason(error: BaseException) -> str:
+    """The informative part of an error: its first line that is not advice to disable safe loading."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    useful = [line for line in lines if not any(advice in line.lower() for advice in SAFE_LOADING_ADVICE)]
+    return useful[0] if useful else type(error).__name__
 
 
 def _corrupt_message(path: Path, error: BaseException) -> str:
     return (
-        f"Cannot read {path.name} as a checkpoint ({_first_line(error)}). The file is probably truncated or not a "
+        f"Cannot read {path.name} as a checkpoint ({_reason(error)}). The file is probably truncated or not a "
         f"model file: delete {path} and download it again."
     )
 

@@ -212,26 +212,37 @@ class ModelFiles:
         return {PIX2PIX_FILENAME, *NETWORK_FILES}
 
     def depth_choices(self) -> list[str]:
-        """Known depth networks first (downloaded on first use), then every other checkpoint found on disk."""
+        """Known depth networks first (downloaded on first use), then every other checkpoint found on disk and
+        every other Marigold diffusers folder."""
+        from .models import marigold
         from .registry import known_models
 
-        known = list(known_models())
+        known = [*known_models(), *marigold.known_folders()]
         helpers = self.helper_network_files()
+        diffusers_folders = list(dict.fromkeys(
+            entry.name for folder in self.folders.depth if folder.is_dir() for entry in sorted(folder.iterdir())
+            if marigold.is_marigold_folder(entry)))
+        # The weights inside a diffusers folder are parts of that model, not models of their own.
+        skip = {*marigold.known_folders(), *diffusers_folders}
         on_disk = [name for name in files_in(self.folders.depth, CHECKPOINT_EXTENSIONS)
-                   if Path(name).name not in helpers and name not in known]
-        return known + on_disk
+                   if Path(name).name not in helpers and name not in known and Path(name).parts[0] not in skip]
+        return known + on_disk + [name for name in diffusers_folders if name not in known]
 
     def depth_network(self, choice: str) -> Path:
-        """The file of a depth network chosen by name (known or relative to a depth folder), downloaded when it is
-        a known model that is missing."""
+        """The file (or Marigold folder) of a depth network chosen by name (known or relative to a depth folder),
+        downloaded when it is a known model that is missing."""
+        from .models import marigold
         from .registry import known_models
 
         if not is_inside_name(choice):
             raise ValueError(f"The model name {choice!r} points outside the model folders "
                              f"({folder_list(self.folders.depth)}); choose a model from the list.")
         for folder in self.folders.depth:
-            if (folder / choice).is_file():
+            if (folder / choice).is_file() or marigold.is_marigold_folder(folder / choice):
                 return folder / choice
+        if choice in marigold.known_folders():
+            return marigold.ensure_folder(marigold.known_folders()[choice], self.folders.depth,
+                                          self.folders.depth[0], self.allow_download, self.progress)
         known = known_models().get(choice)
         if known is None:
             raise ModelFileMissingError(f"Model file {choice} was not found in {folder_list(self.folders.depth)}. "

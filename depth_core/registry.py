@@ -91,8 +91,15 @@ def build_estimator(path: str | os.PathLike, device: torch.device | str = "cpu",
     """Load a checkpoint safely, recognise its network, load its weights strictly and return an estimator.
 
     `variant` overrides what the file name says for networks whose variants share their weights' layout (Depth
-    Anything v1 / V2 / metric V2)."""
+    Anything v1 / V2 / metric V2). A folder is a Marigold diffusers pipeline."""
     path = Path(path)
+    if path.is_dir():
+        from .models import marigold
+
+        if variant not in ("auto", "relative"):
+            raise ValueError(f"Variant {variant!r} applies to Depth Anything files only; {path.name} is a Marigold "
+                             "folder. Choose variant 'auto'.")
+        return marigold.build_estimator(path, device, dtype)
     state_dict = load_state_dict(path)
     found = identify(state_dict)
     if found is None:

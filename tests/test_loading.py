@@ -7,6 +7,7 @@ import socket
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -58,9 +59,41 @@ class CodeThatRunsOnUnpickle:
 def test_pickle_that_would_execute_code_is_refused(tmp_path):
     marker = tmp_path / "executed.txt"
     torch.save({"weight": torch.zeros(2), "payload": CodeThatRunsOnUnpickle(marker)}, tmp_path / "evil.pth")
-    with pytest.raises(UnsafeCheckpointError, match="would run code"):
+    with pytest.raises(UnsafeCheckpointError, match="would run code") as refused:
         load_state_dict(tmp_path / "evil.pth")
     assert not marker.exists(), "loading must not have executed the payload"
+    assert "pathlib.Path" in str(refused.value)  # says what it would import
+    assert "weights_only" not in str(refused.value) and "trusted" not in str(refused.value)
+
+
+def old_format_evil_checkpoint(path: Path, marker: Path) -> None:
+    torch.save({"weight": torch.zeros(2), "payload": CodeThatRunsOnUnpickle(marker)}, path,
+               _use_new_zipfile_serialization=False)
+
+
+@pytest.mark.parametrize("content", [
+    pytest.param(lambda: np.random.default_rng(0).bytes(4096), id="random bytes"),
+    pytest.param(lambda: b"\x80\x02" + np.random.default_rng(1).bytes(300), id="random after a pickle header"),
+    pytest.param(lambda: b"PK\x03\x04" + np.random.default_rng(2).bytes(300), id="random after a zip header"),
+    pytest.param(lambda: b"", id="empty"),
+])
+def test_a_corrupt_file_is_called_corrupt_never_unsafe(tmp_path, content):
+    path = tmp_path / "depth_anything_v2_vits.pth"
+    path.write_bytes(content())
+    with pytest.raises(CorruptCheckpointError) as error:
+        load_state_dict(path)
+    message = str(error.value)
+    assert not isinstance(error.value, UnsafeCheckpointError)
+    assert "download it again" in message
+    assert "weights_only" not in message and "trusted" not in message and "arbitrary code" not in message
+
+
+def test_old_format_pickle_with_code_is_refused_as_unsafe(tmp_path):
+    marker = tmp_path / "executed.txt"
+    old_format_evil_checkpoint(tmp_path / "evil_legacy.pth", marker)
+    with pytest.raises(UnsafeCheckpointError, match="pathlib"):
+        load_state_dict(tmp_path / "evil_legacy.pth")
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..depth import DepthKind
+from ..depth import DepthKind, inverse_of_affine_depth
 from .base import IMAGENET_MEAN, IMAGENET_STD, KnownModel, ModelCard, Preprocess
 
 DEPTH_SHIFT = 0.5
@@ -160,9 +160,7 @@ class LeReS(nn.Module):
         return self.depth_model(x)[:, 0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        depth = self.predict_depth(x).float()
-        nearest = depth.flatten(1).amin(1).view(-1, 1, 1)
-        return 1.0 / (depth - nearest + DEPTH_SHIFT)
+        return inverse_of_affine_depth(self.predict_depth(x).float(), DEPTH_SHIFT)
 
 
 def build(config: LeReSConfig = LeReSConfig()) -> LeReS:
