@@ -21,8 +21,8 @@ from typing import Sequence
 
 import torch
 
-from ..depth import Depth, DepthKind, inverse_of_affine_depth
-from ..estimate import set_outside_mask_to_far
+from ..depth import Depth, DepthKind, inverse_of_affine_depth, set_outside_mask_to_far
+from ..estimate import DepthEstimator, Resolution
 from ..image import bhwc_to_bchw, to_rgb
 from ..loading import CorruptCheckpointError, ModelFileMissingError, download
 from ..progress import ProgressFn, no_progress
@@ -181,36 +181,16 @@ def load_pipeline(folder: str | os.PathLike, dtype: torch.dtype = torch.float32)
     return pipeline
 
 
-class MarigoldEstimator:
-    """A Marigold pipeline behind the estimator interface the nodes use (card, network, predict)."""
+class MarigoldEstimator(DepthEstimator):
+    """A Marigold pipeline behind the estimator interface (card, network, infer, predict). `network` holds the
+    pipeline's networks as one module, for ComfyUI's model management to move between devices."""
 
     def __init__(self, name: str, pipeline) -> None:
-        self.card = card(name)
+        networks = torch.nn.ModuleDict(
+            {"unet": pipeline.unet, "vae": pipeline.vae, "text_encoder": pipeline.text_encoder})
+        super().__init__(card(name), networks)
         self.pipeline = pipeline
-        self.network = torch.nn.ModuleDict(
-            {"unet": pipeline.unet, "vae": pipeline.vae, "text_encoder": pipeline.text_encoder}).eval()
-        """The pipeline's networks as one module, for ComfyUI's model management to move between devices."""
         self.settings = MarigoldSettings()
-
-    @property
-    def name(self) -> str:
-        return self.card.name
-
-    @property
-    def output_kind(self) -> DepthKind:
-        return self.card.output_kind
-
-    @property
-    def receptive_field(self) -> int:
-        return self.card.receptive_field
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.network.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.network.parameters()).dtype
 
     @property
     def default_steps(self) -> int:
@@ -220,44 +200,51 @@ class MarigoldEstimator:
         """UNet evaluations for a batch: denoising steps x ensemble members x images (one at a time)."""
         return (settings.denoising_steps or self.default_steps) * settings.ensemble_size * batch
 
-    def predict(self, images: torch.Tensor, resolution=None, mask: torch.Tensor | None = None,
-                progress: ProgressFn = no_progress, settings: MarigoldSettings | None = None) -> Depth:
-        """Depth for an IMAGE batch [B,H,W,C] 0..1. `resolution`: None = the model's processing resolution,
-        "match" = the input's own size, an int = that longer side; `settings` holds the diffusion settings."""
+    def infer(self, images: torch.Tensor, net_size: Resolution = None,
+              settings: MarigoldSettings | None = None) -> torch.Tensor:
+        """Relative inverse depth [B,H,W] float32 at the input's size for images [B,3,H,W] RGB 0..1. `net_size`:
+        None = the settings' (or the model's) processing resolution, "match" = the input's own size, an int = that
+        longer side."""
         settings = settings or self.settings
-        rgb = bhwc_to_bchw(to_rgb(images)).float()
         processing = settings.processing_resolution
-        if resolution == "match":
+        if net_size == "match":
             processing = 0
-        elif isinstance(resolution, int):
-            processing = resolution
-        elif isinstance(resolution, tuple):
-            processing = max(resolution)
-        total = self.run_count(rgb.shape[0], settings)
+        elif isinstance(net_size, int):
+            processing = net_size
+        elif isinstance(net_size, tuple):
+            processing = max(net_size)
+        predictions = []
+        for index in range(images.shape[0]):
+            # One generator per image: the same seed gives each image the same depth, alone or in a batch.
+            generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+            output = self.pipeline(
+                images[index:index + 1].to(self.device, self.dtype), num_inference_steps=settings.denoising_steps,
+                ensemble_size=settings.ensemble_size, processing_resolution=processing, match_input_resolution=True,
+                generator=generator, output_type="pt")
+            predictions.append(output.prediction.float().cpu()[:, 0])
+        values = torch.cat(predictions)
+        if self.pipeline.config.prediction_type == "disparity":
+            return values
+        return inverse_of_affine_depth(values, NEAR_OFFSET)
+
+    def predict(self, images: torch.Tensor, resolution: Resolution = None, mask: torch.Tensor | None = None,
+                progress: ProgressFn = no_progress, settings: MarigoldSettings | None = None) -> Depth:
+        """Depth for an IMAGE batch [B,H,W,C] 0..1, with a progress report (and interrupt point) before every
+        denoising step of every ensemble member."""
+        settings = settings or self.settings
+        total = self.run_count(images.shape[0], settings)
         calls = [0]
 
         def count_step(*_: object) -> None:
-            # Called before every UNet evaluation: progress, and the interrupt point between steps.
             progress(calls[0], total)
             calls[0] += 1
 
         hook = self.pipeline.unet.register_forward_pre_hook(count_step)
-        predictions = []
         try:
-            for index in range(rgb.shape[0]):
-                generator = torch.Generator(device="cpu").manual_seed(settings.seed)
-                output = self.pipeline(
-                    rgb[index:index + 1].to(self.device, self.dtype),
-                    num_inference_steps=settings.denoising_steps, ensemble_size=settings.ensemble_size,
-                    processing_resolution=processing, match_input_resolution=True, generator=generator,
-                    output_type="pt")
-                predictions.append(output.prediction.float().cpu()[:, 0])
+            values = self.infer(bhwc_to_bchw(to_rgb(images)).float(), resolution, settings)
         finally:
             hook.remove()
         progress(total, total)
-        values = torch.cat(predictions)
-        if self.pipeline.config.prediction_type != "disparity":
-            values = inverse_of_affine_depth(values, NEAR_OFFSET)
         if mask is not None:
             values = set_outside_mask_to_far(values, mask, self.output_kind)
         return Depth(values, self.output_kind, self.name)
