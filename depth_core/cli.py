@@ -3,6 +3,8 @@
     python -m depth_core                         # weight-free demo on the Middlebury pair shipped by scikit-image
     python -m depth_core photo.jpg photos/ --model depth_anything_v2_vits.pth --out out/
     python -m depth_core photo.jpg --depth photo_depth.png --outputs sbs,anaglyph,mesh
+    python -m depth_core clip.mp4 --model video_depth_anything_vits.pth --outputs depth --raw-depth --out out/
+    python -m depth_core convert clip.mp4 --model depth_anything_v2_vits.pth --to vr180 --out 3d/   # videos to 3D
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import torch
 from .depth import Depth, DepthKind, match_depth_to_images
 from .files import atomic_path
 from .image import image_to_uint8, numpy_to_image, psnr_uint8
+from .video_io import is_video_path
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 ALL_OUTPUTS = ("depth", "normal", "sbs", "anaglyph", "mesh")
@@ -30,7 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Depth maps and what they make possible (16-bit depth PNG, normal map, stereo side-by-side, "
                     "anaglyph, textured mesh). With no input, runs the weight-free pipeline on the real Middlebury "
                     "stereo pair shipped by scikit-image (left photo + its ground-truth disparity).")
-    parser.add_argument("inputs", nargs="*", type=Path, help="image files or folders of images")
+    parser.add_argument("inputs", nargs="*", type=Path,
+                        help="image or video files (mp4, mkv, webm, mov), or folders of them")
     parser.add_argument("--model", help="depth model: a known file name (e.g. depth_anything_v2_vits.pth) or a "
                                         "checkpoint path; downloaded into --models-dir when missing")
     parser.add_argument("--depth", type=Path, help="use this depth map (PNG/EXR/NPY, near = bright) instead of a "
@@ -51,6 +55,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the inputs are 360° equirectangular panoramas (2:1): depth from overlapping perspective "
                              "views (icosahedral, the default, or cube), seamless all around; sbs becomes top-bottom "
                              "360° stereo (<name>_360_TB.png), the mesh a sphere; no normal map")
+    parser.add_argument("--raw-depth", action="store_true",
+                        help="videos: also write <name>_depth.npy, the raw float32 [T,H,W] model output, frame by "
+                             "frame (memory-mapped)")
+    parser.add_argument("--video-mode", default="windows", choices=("windows", "streaming"),
+                        help="Video Depth Anything on videos: windows (the authors' offline 32-frame windows, the "
+                             "most consistent) or streaming (one frame at a time with cached temporal state, lower "
+                             "latency); image models are stabilized over a sliding window instead")
     args = parser.parse_args(argv)
     args.outputs = [name.strip() for name in args.outputs.split(",") if name.strip()]
     unknown = sorted(set(args.outputs) - set(ALL_OUTPUTS))
@@ -73,7 +84,7 @@ def list_images(inputs: list[Path]) -> list[Path]:
     files: list[Path] = []
     for item in inputs:
         if item.is_dir():
-            files += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES or is_video_path(p))
         elif item.is_file():
             files.append(item)
         else:
@@ -107,20 +118,24 @@ def model_files(args: argparse.Namespace):
     return ModelFiles(folders, allow_download=not args.no_download, progress=print_progress("download"))
 
 
-def load_estimator(args: argparse.Namespace):
+def model_path(args: argparse.Namespace) -> Path:
+    """The file of --model: a path, or a known model found (or downloaded) in --models-dir."""
     from .loading import ModelFileMissingError
-    from .registry import build_estimator, known_models
+    from .registry import known_models
 
     candidate = Path(args.model)
     if candidate.is_file():
-        path = candidate
-    else:
-        try:
-            path = model_files(args).depth_network(args.model)
-        except (ModelFileMissingError, ValueError) as error:
-            raise SystemExit(f"error: {error} Known models: {', '.join(known_models())}") from error
-    device = pick_device(args.device)
-    return build_estimator(path, device=device)
+        return candidate
+    try:
+        return Path(model_files(args).depth_network(args.model))
+    except (ModelFileMissingError, ValueError) as error:
+        raise SystemExit(f"error: {error} Known models: {', '.join(known_models())}") from error
+
+
+def load_estimator(args: argparse.Namespace):
+    from .registry import build_estimator
+
+    return build_estimator(model_path(args), device=pick_device(args.device))
 
 
 def print_progress(label: str) -> Callable[[int, int], None]:
@@ -189,6 +204,39 @@ def write_panorama_outputs(stem: str, image: torch.Tensor, depth: Depth, args: a
     return written
 
 
+def print_frames(label: str) -> Callable[[int, int], None]:
+    def report(done: int, total: int) -> None:
+        print(f"\r{label}: frame {done}/{total}", end="\n" if done == total else "", flush=True)
+
+    return report
+
+
+def write_video_outputs(path: Path, estimator, resolution, args: argparse.Namespace) -> None:
+    """<name>_depth.mkv (16-bit lossless, near = bright) and, with --raw-depth, <name>_depth.npy for a video."""
+    from .video_depth import write_video_depth
+    from .video_io import VideoReadError
+
+    if estimator is None:
+        raise SystemExit(f"error: {path}: a video needs --model (--depth takes one depth map for one image)")
+    skipped = [name for name in args.outputs if name != "depth"]
+    if skipped:
+        print(f"{path.name}: only depth is made for videos here; skipped {', '.join(skipped)} (3D videos: "
+              "python -m depth_core convert)")
+    raw = args.out / f"{path.stem}_depth.npy" if args.raw_depth else None
+    try:
+        result = write_video_depth(estimator, path, args.out / f"{path.stem}_depth.mkv", raw=raw,
+                                   resolution=resolution, mode=args.video_mode,
+                                   progress=print_frames(path.name))
+    except (VideoReadError, ValueError) as error:
+        raise SystemExit(f"error: {path}: {error}") from error
+    if result.info.variable_frame_rate:
+        print(f"{path.name}: variable frame rate; depth has one frame per source frame at a constant "
+              f"{float(result.info.fps):.3f} fps")
+    for written in (result.depth_video, result.raw):
+        if written is not None:
+            print(f"wrote {written}")
+
+
 def stereo_demo() -> tuple[torch.Tensor, Depth, torch.Tensor]:
     """The Middlebury motorcycle: left photo, its ground-truth disparity as depth, and the real right photo."""
     from skimage import data
@@ -210,6 +258,11 @@ def right_view_psnr(left: torch.Tensor, disparity: torch.Tensor, right: torch.Te
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["convert"]:   # videos to 3D: its own options (depth_core/convert/cli.py)
+        from .convert.cli import main as convert_main
+
+        return convert_main(argv[1:])
     args = parse_args(argv)
     if not args.inputs:
         left, depth, right = stereo_demo()
@@ -223,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     resolution = {"native": None, "match": "match"}.get(args.resolution) or \
         (int(args.resolution) if args.resolution.isdigit() else None)
     for path in list_images(args.inputs):
+        if is_video_path(path):
+            write_video_outputs(path, estimator, resolution, args)
+            continue
         image = read_image(path)
         if args.depth:
             from .depth_io import load_depth

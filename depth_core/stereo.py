@@ -233,8 +233,20 @@ def eye_disparities(depth: Depth, width: int, settings: StereoSettings) -> tuple
         low, high = total.amin(dim=dims, keepdim=True), total.amax(dim=dims, keepdim=True)
         total = total - (low + settings.convergence * (high - low))
     else:
-        unit = normalize_min_max(nearness(depth).float(), settings.per_image).pow(settings.exponent)
-        total = (unit - settings.convergence) * (settings.divergence / 100.0 * width)
+        return unit_nearness_disparities(normalize_min_max(nearness(depth).float(), settings.per_image), width,
+                                         settings)
+    return _split_between_eyes(total, width, settings)
+
+
+def unit_nearness_disparities(unit: torch.Tensor, width: int,
+                              settings: StereoSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """`eye_disparities` of relative depth already normalized to 0..1 nearness [B,H,W] (near = 1), e.g. over a
+    whole video with a range found beforehand, so every frame and every segment of it is shifted alike."""
+    total = (unit.pow(settings.exponent) - settings.convergence) * (settings.divergence / 100.0 * width)
+    return _split_between_eyes(total, width, settings)
+
+
+def _split_between_eyes(total: torch.Tensor, width: int, settings: StereoSettings) -> tuple[torch.Tensor, torch.Tensor]:
     separation = settings.separation / 100.0 * width
     left_share = (settings.balance + 1.0) / 2.0
     return total * left_share - separation, total * (1.0 - left_share) - separation

@@ -1,0 +1,222 @@
+"""Where a conversion's depth comes from: a depth network run on the frames, or depth made beforehand.
+
+Every source hands out the depth of any range of frames on its own (`segment`), so segments can be converted in
+any order, resumed, or spread over machines, and gives the nearness range of a whole clip for normalize="clip".
+
+* `ModelDepth`: a DepthEstimator run on each chunk of frames (image networks frame by frame in one batch; a video
+  network's `predict` treats the chunk as a clip).
+* `DepthVideoSource`: a depth video frame-aligned with the input: the 16-bit FFV1 MKV Depth Toolkit writes, or any
+  grayscale video (near = bright); or a folder of 16-bit PNG frames. Given a folder of depth videos, each input
+  video takes the one named like it (`clip.mkv` or `clip_depth.mkv` for `clip.mp4`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+import numpy as np
+import torch
+
+from ..depth import Depth, DepthKind, match_depth_to_images, nearness
+from ..video_io import FrameTiming, VideoInfo, frame_timing, is_video_path, iter_frame_range, probe_video
+
+DepthForFrames = Callable[[torch.Tensor], Depth]
+"""Called with each chunk of frames [n,H,W,3] of a segment, in order; returns their depth at the frames' size."""
+
+CLIP_RANGE_SAMPLES = 16
+"""Frames a depth network looks at to find a clip's nearness range (keyframes spread over the clip)."""
+
+ASPECT_TOLERANCE = 0.01
+
+DEPTH_FRAME_SUFFIXES = (".png",)
+
+
+class DepthSource(Protocol):
+    def check(self, source: Path, info: VideoInfo) -> None:
+        """Raise a ConversionError if this depth cannot serve the video (missing, other length or shape)."""
+
+    def identity(self, source: Path) -> dict:
+        """What the depth of `source` is, for telling whether an earlier run's segments can be reused."""
+
+    def nearness_range(self, source: Path, timing: FrameTiming) -> tuple[float, float]:
+        """(low, high) nearness over the whole clip."""
+
+    def segment(self, source: Path, start: int, stop: int, size: tuple[int, int]) -> DepthForFrames:
+        """Depth for frames start..stop-1 of `source`, chunk by chunk."""
+
+
+def _error(message: str) -> Exception:
+    from .pipeline import ConversionError
+
+    return ConversionError(message)
+
+
+class ModelDepth:
+    """Depth from a network, batched over each chunk of frames."""
+
+    def __init__(self, estimator, resolution=None, model_name: str = "") -> None:
+        self.estimator, self.resolution = estimator, resolution
+        self.model_name = model_name or estimator.name
+
+    def check(self, source: Path, info: VideoInfo) -> None:
+        return None
+
+    def identity(self, source: Path) -> dict:
+        return {"model": self.model_name, "resolution": self.resolution}
+
+    def _predict(self, frames: torch.Tensor) -> Depth:
+        depth = self.estimator.predict(frames.to(self.estimator.device), self.resolution)
+        return match_depth_to_images(depth.to("cpu"), frames.shape[0], tuple(frames.shape[1:3]))
+
+    def nearness_range(self, source: Path, timing: FrameTiming) -> tuple[float, float]:
+        keyframes = timing.keyframes
+        picks = sorted({keyframes[round(i * (len(keyframes) - 1) / max(1, CLIP_RANGE_SAMPLES - 1))]
+                        for i in range(min(CLIP_RANGE_SAMPLES, len(keyframes)))})
+        low, high = float("inf"), float("-inf")
+        for frame in picks:
+            for frames in iter_frame_range(source, timing, frame, frame + 1, 1):
+                values = nearness(self._predict(frames))
+                low, high = min(low, float(values.min())), max(high, float(values.max()))
+        return low, high
+
+    def segment(self, source: Path, start: int, stop: int, size: tuple[int, int]) -> DepthForFrames:
+        return self._predict
+
+
+class DepthVideoSource:
+    """Depth made beforehand: a depth video, a folder of depth videos named like the inputs, or PNG frames."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise _error(f"Depth {self.path} does not exist. Give a depth video, a folder of depth videos named "
+                         "like the inputs, or a folder of 16-bit PNG frames.")
+
+    def _frames(self) -> list[Path] | None:
+        """The PNG frames, when the path is a folder of them."""
+        if not self.path.is_dir():
+            return None
+        frames = sorted(p for p in self.path.iterdir() if p.suffix.lower() in DEPTH_FRAME_SUFFIXES)
+        return frames or None
+
+    def _video_for(self, source: Path) -> Path:
+        if self.path.is_file():
+            return self.path
+        for candidate in sorted(self.path.iterdir()):
+            if is_video_path(candidate) and candidate.stem in (source.stem, f"{source.stem}_depth"):
+                return candidate
+        raise _error(f"No depth for {source.name} in {self.path}: name it {source.stem}.mkv or "
+                     f"{source.stem}_depth.mkv.")
+
+    def check(self, source: Path, info: VideoInfo) -> None:
+        frames = self._frames()
+        if frames is not None:
+            count, name = len(frames), f"{self.path.name}/ ({len(frames)} PNG frames)"
+            height, width = _read_png_depth(frames[0]).shape[-2:]
+        else:
+            depth_info = probe_video(self._video_for(source))
+            count, name = depth_info.frame_count, depth_info.path.name
+            height, width = depth_info.height, depth_info.width
+        if count != info.frame_count:
+            fewer = "fewer" if count < info.frame_count else "more"
+            raise _error(f"The depth {name} has {count} frames, {fewer} than the {info.frame_count} of "
+                         f"{source.name}: depth must be frame-aligned with the video. Make the depth from this "
+                         "very video, or trim both to the same frames.")
+        if abs(width / height - info.width / info.height) > ASPECT_TOLERANCE * info.width / info.height:
+            raise _error(f"The depth {name} is {width}x{height}, the video {source.name} {info.width}x{info.height}: "
+                         "their shapes differ, so the depth does not belong to this video. Use depth made from it.")
+
+    def identity(self, source: Path) -> dict:
+        frames = self._frames()
+        files = frames if frames is not None else [self._video_for(source)]
+        return {"depth": [str(p.resolve()) for p in files[:1]], "count": len(files),
+                "stamp": [p.stat().st_mtime_ns for p in files[:1] + files[-1:]]}
+
+    def _codes(self, source: Path, start: int, stop: int, chunk: int = 16) -> Iterator[np.ndarray]:
+        frames = self._frames()
+        if frames is not None:
+            for first in range(start, stop, chunk):
+                yield np.stack([_read_png_depth(path) for path in frames[first:min(stop, first + chunk)]])
+            return
+        video = self._video_for(source)
+        yield from iter_frame_range(video, frame_timing(video), start, stop, chunk, output="gray16")
+
+    def nearness_range(self, source: Path, timing: FrameTiming) -> tuple[float, float]:
+        low, high = 65535, 0
+        for codes in self._codes(source, 0, timing.frame_count):
+            low, high = min(low, int(codes.min())), max(high, int(codes.max()))
+        return low / 65535.0, high / 65535.0
+
+    def segment(self, source: Path, start: int, stop: int, size: tuple[int, int]) -> DepthForFrames:
+        feed = _Feed(self._codes(source, start, stop))
+
+        def depth_for(frames: torch.Tensor) -> Depth:
+            codes = feed.take(frames.shape[0])
+            values = torch.from_numpy(codes.astype(np.float32)).div_(65535.0)
+            depth = Depth(values, DepthKind.RELATIVE_INVERSE, "depth video")
+            return match_depth_to_images(depth, frames.shape[0], tuple(frames.shape[1:3]))
+
+        return depth_for
+
+
+class _Feed:
+    """Takes exactly n frames at a time from an iterator of chunks."""
+
+    def __init__(self, chunks: Iterator[np.ndarray]) -> None:
+        self.chunks, self.pending = chunks, []
+
+    def take(self, count: int) -> np.ndarray:
+        held = sum(len(chunk) for chunk in self.pending)
+        while held < count:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                raise _error(f"The depth ran out of frames {count - held} frames before the video's end.")
+            self.pending.append(chunk)
+            held += len(chunk)
+        stacked = np.concatenate(self.pending)
+        self.pending = [stacked[count:]] if held > count else []
+        return stacked[:count]
+
+
+def _read_png_depth(path: Path) -> np.ndarray:
+    """A depth PNG as uint16 codes, near = bright (8-bit files scaled to 16 bits)."""
+    import cv2
+
+    codes = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_GRAYSCALE)
+    if codes is None:
+        raise _error(f"{path.name} cannot be read as a PNG depth frame; re-export it.")
+    return codes if codes.dtype == np.uint16 else codes.astype(np.uint16) * 257
+
+
+@dataclass(frozen=True)
+class DepthSpec:
+    """A depth source described by paths, so that it can be rebuilt in another process (Ray workers): a model file
+    (loaded once per process) or depth made beforehand."""
+
+    model: str | None = None
+    depth: str | None = None
+    resolution: int | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if (self.model is None) == (self.depth is None):
+            raise ValueError("Give either a depth model or depth made beforehand.")
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def open(self) -> DepthSource:
+        return _open_spec(self)
+
+
+@lru_cache(maxsize=2)
+def _open_spec(spec: DepthSpec) -> DepthSource:
+    if spec.depth is not None:
+        return DepthVideoSource(spec.depth)
+    from ..registry import build_estimator
+
+    return ModelDepth(build_estimator(spec.model, device=spec.torch_device()), spec.resolution, Path(spec.model).name)

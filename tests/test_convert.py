@@ -1,0 +1,260 @@
+"""Video to 3D: the streamed, segmented, resumable converter (depth_core.convert) and its command line."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from convert_clips import clip_with_depth, ramp_depth_codes, write_clip_with_audio, write_depth_video
+from video_clips import pan_frames
+
+from depth_core.convert import (ConversionError, ConvertOptions, DepthVideoSource, convert_segment, convert_videos,
+                                finish_video, plan_video)
+from depth_core.convert.layouts import FORMATS, FrameComposer, format_tag, vr180_eye_size, vr180_grid
+from depth_core.convert.pipeline import stereo_frames
+from depth_core.depth import Depth, DepthKind
+from depth_core.stereo import StereoSettings
+from depth_core.video_io import frame_timing, iter_frames, probe_video
+
+FAST = dict(segment_seconds=0.5, chunk_frames=4)
+"""Segments of 6 frames at 12 fps: a 20-frame clip with keyframes every 4 frames has segments 0-8, 8-16, 16-20."""
+
+
+def decode(path: Path) -> np.ndarray:
+    return np.concatenate(list(iter_frames(path, 64, output="numpy")))
+
+
+def audio_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as container:
+        return [bytes(packet) for packet in container.demux(audio=0) if packet.size]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return clip_with_depth(tmp_path_factory.mktemp("clip"))
+
+
+def test_full_sbs_keeps_frames_rate_and_audio_and_shows_the_stereo_pair(clip, tmp_path):
+    video, depth = clip
+    # Near-lossless encoding (crf 0, no chroma subsampling) so the pictures can be compared closely.
+    options = ConvertOptions(format="full-sbs", crf=0, pixel_format="yuv444p", **FAST)
+    report = convert_videos([video], tmp_path, options, DepthVideoSource(depth), log=lambda line: None)
+    assert not report.failed
+    output = tmp_path / "clip_LRF_Full_SBS.mp4"
+    assert report.converted == [output] and sorted(p.name for p in tmp_path.iterdir()) == [output.name]
+    info, source = probe_video(output), probe_video(video)
+    assert (info.frame_count, info.fps, info.width, info.height) == (20, source.fps, 96, 32)
+    assert info.has_audio and audio_packets(output) == audio_packets(video)     # copied, not re-encoded
+    # Each half is the eye the stereo kernel makes from the decoded source and its depth (up to YUV rounding).
+    frames = torch.from_numpy(decode(video)).float() / 255.0
+    codes = ramp_depth_codes(20, 32, 48)
+    depth = Depth(torch.from_numpy(codes.astype(np.float32) / 65535.0), DepthKind.RELATIVE_INVERSE)
+    left, right = stereo_frames(frames, depth, options, None)
+    expected = torch.cat([left, right], 2).numpy() * 255.0
+    error = np.abs(decode(output).astype(np.float32) - expected)
+    assert error.mean() < 1.0
+    # The eyes really differ (a near square moved): against the source frame twice side by side the error is larger.
+    unshifted = np.abs(decode(output).astype(np.float32) - np.concatenate([frames.numpy()] * 2, 2) * 255.0)
+    assert unshifted.mean() > 4 * error.mean()
+
+
+def test_segments_decode_alone_and_join_without_re_encoding(clip, tmp_path):
+    video, depth = clip
+    lossless = dict(crf=0, pixel_format="yuv444p")
+    options = ConvertOptions(format="half-tb", **lossless, **FAST)
+    source = DepthVideoSource(depth)
+    plan = plan_video(video, tmp_path, options, source)
+    assert plan.segments == ((0, 8), (8, 16), (16, 20)) and plan.output.name == "clip_TB.mp4"
+    assert set(frame_timing(video).keyframes) >= {0, 8, 16}
+    parts = [decode(convert_segment(plan, index, options, source)) for index in range(len(plan.segments))]
+    assert [len(part) for part in parts] == [8, 8, 4]
+    output = finish_video(plan, options)
+    np.testing.assert_array_equal(decode(output), np.concatenate(parts))   # packets copied as they were
+    assert not plan.work_dir.exists()
+    # Segments decoded alone (each seeking to its keyframe) see the frames a decode from the start sees: losslessly
+    # encoded, the joined video equals a conversion in one piece.
+    whole = ConvertOptions(format="half-tb", **lossless, segment_seconds=100, chunk_frames=4)
+    single = plan_video(video, tmp_path / "single", whole, source)
+    assert single.segments == ((0, 20),)
+    convert_segment(single, 0, whole, source)
+    np.testing.assert_array_equal(decode(output), decode(finish_video(single, whole)))
+
+
+def test_a_stopped_conversion_resumes_from_its_last_finished_segment(clip, tmp_path):
+    video, depth = clip
+    options = ConvertOptions(format="half-sbs", **FAST)
+    converted = []
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_second_segment() -> None:
+        converted.append(1)
+        if len(converted) == 3:          # chunks of 4 frames: the second segment's first chunk
+            raise Stop
+
+    with pytest.raises(Stop):
+        convert_videos([video], tmp_path / "out", options, DepthVideoSource(depth), log=lambda line: None,
+                       interrupt=stop_in_second_segment)
+    out = tmp_path / "out"
+    assert not (out / "clip_Half_SBS.mp4").exists()          # nothing under the final name yet
+    work = out / ".clip_Half_SBS.mp4.parts"
+    assert sorted(p.name for p in work.glob("segment_*")) == ["segment_00000.mp4"]   # no half-written segment
+    lines = []
+    convert_videos([video], out, options, DepthVideoSource(depth), log=lines.append,
+                   progress_line=lines.append)
+    assert "8/20 frames" in lines[0] or " 8/20" not in lines[0]
+    frames_done = [line for line in lines if "frames" in line]
+    assert frames_done[0].split("% ")[1].startswith("12/20")   # resumed at frame 8, first new chunk ends at 12
+    assert not work.exists()
+    fresh = tmp_path / "fresh"
+    convert_videos([video], fresh, options, DepthVideoSource(depth), log=lambda line: None)
+    np.testing.assert_array_equal(decode(out / "clip_Half_SBS.mp4"), decode(fresh / "clip_Half_SBS.mp4"))
+
+
+def test_changed_settings_start_over_instead_of_mixing_segments(clip, tmp_path):
+    video, depth = clip
+    source = DepthVideoSource(depth)
+    first = plan_video(video, tmp_path, ConvertOptions(format="half-sbs", **FAST), source)
+    convert_segment(first, 0, ConvertOptions(format="half-sbs", **FAST), source)
+    again = plan_video(video, tmp_path, ConvertOptions(format="half-sbs", **FAST), source)
+    assert again.finished_segments() == {0}
+    stronger = plan_video(video, tmp_path, ConvertOptions(format="half-sbs", settings=StereoSettings(divergence=4.0),
+                                                          **FAST), source)
+    assert stronger.finished_segments() == set()
+
+
+def test_clip_normalization_uses_one_range_for_every_segment(clip, tmp_path):
+    video, depth = clip
+    plan = plan_video(video, tmp_path, ConvertOptions(normalize="clip", **FAST), DepthVideoSource(depth))
+    codes = ramp_depth_codes(20, 32, 48)
+    assert plan.nearness_range == pytest.approx((codes.min() / 65535.0, codes.max() / 65535.0))
+
+
+@pytest.mark.parametrize("name, size", [("full-sbs", (96, 32)), ("half-sbs", (48, 32)), ("full-tb", (48, 64)),
+                                        ("half-tb", (48, 32)), ("anaglyph", (48, 32))])
+def test_layout_sizes_and_player_tags(name, size):
+    composer = FrameComposer(name, 32, 48)
+    frames = composer(torch.rand(2, 32, 48, 3), torch.rand(2, 32, 48, 3))
+    assert (frames.shape[2], frames.shape[1]) == size == (composer.width, composer.height)
+    assert format_tag(name).startswith("_")
+    assert {format_tag("vr180"), format_tag("full-sbs"), format_tag("half-sbs"), format_tag("half-tb")} == \
+        {"_180_LR", "_LRF_Full_SBS", "_Half_SBS", "_TB"}
+    assert format_tag("anaglyph", "dubois green/magenta") == "_Anaglyph_GreenMagenta"
+    assert set(FORMATS) == {"full-sbs", "half-sbs", "full-tb", "half-tb", "vr180", "anaglyph"}
+
+
+def test_vr180_maps_the_frame_to_its_field_of_view_inside_the_half_sphere():
+    height, width, fov = 30, 40, 90.0
+    eye = vr180_eye_size(height, width, fov)
+    assert eye % 2 == 0 and eye == round(0.5 * width / math.tan(math.radians(fov / 2)) * math.pi) // 2 * 2
+    grid = vr180_grid(height, width, eye, fov)[0]
+    middle = eye // 2
+    # Longitude 0 looks at the frame's centre; longitude +-45 degrees at its left and right edges (x = -1, 1).
+    columns = grid[middle, :, 0]
+    edge = int(torch.argmin((columns - 1.0).abs()))
+    assert (edge + 0.5) / eye - 0.5 == pytest.approx(45.0 / 180.0, abs=1.0 / eye)
+    # The frame's vertical extent is narrower: tan(lat) = (height / width) tan(45 deg) at the centre column.
+    rows = grid[:, middle, 1]
+    top = int(torch.argmin((rows + 1.0).abs()))
+    latitude = ((top + 0.5) / eye - 0.5) * 180.0
+    assert latitude == pytest.approx(-math.degrees(math.atan(height / width)), abs=180.0 / eye)
+    # Outside the frame the eye is black; at the centre it shows the frame's centre pixel.
+    frame = torch.rand(1, height, width, 3)
+    frame[0, height // 2 - 1:height // 2 + 1, width // 2 - 1:width // 2 + 1] = torch.tensor([1.0, 0.0, 0.0])
+    composed = FrameComposer("vr180", height, width, vr180_fov=fov)(frame, frame)
+    assert composed.shape == (1, eye, 2 * eye, 3)
+    assert composed[0, 0, 0].abs().max() == 0 and composed[0, middle, eye + middle, 0] > 0.9
+
+
+def test_odd_sizes_give_even_half_sbs_frames_with_both_eyes_whole(tmp_path):
+    # 4:4:4 H.264 stores odd sizes; yuv420p output needs even sides: each eye of 51 columns gets 25, the frame 50;
+    # the odd last row is cropped.
+    video = write_clip_with_audio(tmp_path / "odd.mp4", pan_frames(8, 33, 51), audio=False, pixel_format="yuv444p")
+    (tmp_path / "depth").mkdir()
+    report = convert_videos([video], tmp_path / "out", ConvertOptions(format="half-sbs", **FAST),
+                            DepthVideoSource(tmp_path / "depth"), log=lambda line: None)
+    assert "No depth for odd.mp4" in report.failed[video]
+    write_depth_video(tmp_path / "depth" / "odd.mkv", ramp_depth_codes(8, 33, 51))
+    report = convert_videos([video], tmp_path / "out", ConvertOptions(format="half-sbs", **FAST),
+                            DepthVideoSource(tmp_path / "depth"), log=lambda line: None)
+    assert not report.failed
+    info = probe_video(report.converted[0])
+    assert (info.width, info.height, info.frame_count) == (50, 32, 8)
+    composer = FrameComposer("half-sbs", 33, 51)
+    assert (composer.width, composer.height) == (50, 33)
+
+
+def test_bad_inputs_are_reported_and_the_other_videos_converted(tmp_path):
+    videos, depths, out = tmp_path / "videos", tmp_path / "depths", tmp_path / "out"
+    clip_with_depth(tmp_path / "made", "good", count=8)
+    videos.mkdir()
+    depths.mkdir()
+    (tmp_path / "made" / "good.mp4").rename(videos / "good.mp4")
+    (tmp_path / "made" / "good_depth.mkv").rename(depths / "good_depth.mkv")
+    silent = write_clip_with_audio(videos / "silent.mp4", pan_frames(8, 32, 48), audio=False)
+    write_depth_video(depths / "silent.mkv", ramp_depth_codes(8, 32, 48))
+    write_clip_with_audio(videos / "short_depth.mp4", pan_frames(8, 32, 48), audio=False)
+    write_depth_video(depths / "short_depth.mkv", ramp_depth_codes(5, 32, 48))
+    write_clip_with_audio(videos / "wrong_shape.mp4", pan_frames(8, 32, 48), audio=False)
+    write_depth_video(depths / "wrong_shape.mkv", ramp_depth_codes(8, 32, 32))
+    (videos / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    report = convert_videos([videos], out, ConvertOptions(format="half-sbs", **FAST), DepthVideoSource(depths),
+                            log=lambda line: None)
+    assert sorted(path.name for path in report.converted) == ["good_Half_SBS.mp4", "silent_Half_SBS.mp4"]
+    reasons = {path.name: reason for path, reason in report.failed.items()}
+    assert set(reasons) == {"short_depth.mp4", "wrong_shape.mp4", "broken.mp4"}
+    assert "5 frames, fewer than the 8" in reasons["short_depth.mp4"]
+    assert "shapes differ" in reasons["wrong_shape.mp4"]
+    assert "broken.mp4" in reasons["broken.mp4"]
+    assert not probe_video(out / "silent_Half_SBS.mp4").has_audio            # no audio: a silent output
+    assert sorted(p.name for p in out.iterdir()) == ["good_Half_SBS.mp4", "silent_Half_SBS.mp4"]   # nothing partial
+    # Converted outputs are skipped on the next run; the failures are still reported.
+    again = convert_videos([videos], out, ConvertOptions(format="half-sbs", **FAST), DepthVideoSource(depths),
+                           log=lambda line: None)
+    assert len(again.skipped) == 2 and not again.converted and len(again.failed) == 3
+    with pytest.raises(ConversionError, match="does not exist"):
+        DepthVideoSource(tmp_path / "nowhere")
+
+
+def test_png_depth_frames_serve_as_depth(tmp_path):
+    import cv2
+
+    video = write_clip_with_audio(tmp_path / "v.mp4", pan_frames(8, 32, 48), audio=False)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index, codes in enumerate(ramp_depth_codes(8, 32, 48)):
+        cv2.imwrite(str(frames / f"{index:04d}.png"), codes)
+    (tmp_path / "d").mkdir()
+    video_depth = write_depth_video(tmp_path / "d" / "v.mkv", ramp_depth_codes(8, 32, 48))
+    outputs = []
+    for depth in (frames, video_depth):
+        report = convert_videos([video], tmp_path / depth.stem, ConvertOptions(**FAST), DepthVideoSource(depth),
+                                log=lambda line: None)
+        outputs.append(decode(report.converted[0]))
+    np.testing.assert_array_equal(*outputs)       # the same codes, so the same file
+
+
+def test_command_line_with_a_depth_network_and_clip_normalization(tmp_path, capsys):
+    from depth_core.cli import main
+    from depth_core.models import depth_anything_v2
+
+    checkpoint = tmp_path / "small.pth"
+    torch.save(depth_anything_v2.build(depth_anything_v2.SMALL).state_dict(), checkpoint)
+    (tmp_path / "in").mkdir()
+    video = write_clip_with_audio(tmp_path / "in" / "walk.mp4", pan_frames(6, 28, 42), audio=True)
+    code = main(["convert", str(video), "--model", str(checkpoint), "--resolution", "28", "--to", "vr180",
+                 "--vr180-fov", "120", "--normalize", "clip", "--codec", "h265", "--out", str(tmp_path / "out"),
+                 "--device", "cpu"])
+    assert code == 0
+    output = tmp_path / "out" / "walk_180_LR.mp4"
+    info = probe_video(output)
+    eye = vr180_eye_size(28, 42, 120.0)
+    assert (info.width, info.height, info.frame_count, info.codec, info.has_audio) == (2 * eye, eye, 6, "hevc", True)
+    assert "converted 1" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["convert", str(video), "--model", str(checkpoint), "--depth", str(video)])
+    assert main(["convert", str(tmp_path / "missing.mp4"), "--depth", str(video), "--out", str(tmp_path)]) == 2
