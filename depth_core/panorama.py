@@ -139,6 +139,35 @@ def view_size_for(panorama_width: int, views: ViewSet, limit: int = 2048) -> int
     return int(max(32, min(limit, round(2.0 * pixels_per_radian * views.half_extent))))
 
 
+def network_view_size(estimator: "PanoramaEstimator", full_size: int, resolution=None) -> int:
+    """The view side actually worth sampling: no more pixels than the network will read at `resolution` (at its
+    native 518 px, a 2048 px view would only be shrunk again), never more than the panorama has."""
+    input_size = getattr(estimator, "input_size", None)
+    if input_size is None:
+        return full_size
+    return int(min(full_size, max(input_size(full_size, full_size, resolution))))
+
+
+def blend_width_for(view_size: int, views: ViewSet, panorama_width: int) -> int:
+    """Panorama width (even) whose angular resolution matches the views' at their centres: blending at a finer
+    grid only interpolates, so larger panoramas are blended at this width and resized."""
+    pixels_per_radian = view_size / (2.0 * views.half_extent)
+    return int(min(panorama_width, 2 * max(8, round(math.pi * pixels_per_radian))))
+
+
+def resize_equirectangular(values: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bilinear resize of equirectangular maps [B,h,w] that wraps around the 360° border (no seam from clamping)."""
+    if tuple(values.shape[-2:]) == (height, width):
+        return values
+    source_height, source_width = values.shape[-2:]
+    columns = (torch.arange(width, device=values.device, dtype=torch.float32) + 0.5) * source_width / width + 1.0
+    rows = (torch.arange(height, device=values.device, dtype=torch.float32) + 0.5) * source_height / height
+    grid_y, grid_x = torch.meshgrid(rows / source_height * 2 - 1, columns / (source_width + 2) * 2 - 1, indexing="ij")
+    grid = torch.stack([grid_x, grid_y], -1)[None].expand(values.shape[0], -1, -1, -1).to(values.dtype)
+    padded = _wrap_pad(values[:, None])
+    return F.grid_sample(padded, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0]
+
+
 def _equirectangular_grid(directions: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """grid_sample coordinates (align_corners=False) of world directions [...,3] in a panorama padded by one wrapped
     column on each side (see _wrap_pad)."""
@@ -400,7 +429,8 @@ def estimate_panorama_depth(estimator: PanoramaEstimator, images: torch.Tensor, 
     rgb = to_rgb(images)
     batch, height, width = rgb.shape[:3]
     views = view_set(view_set_name, cube_padding_degrees)
-    size = view_size or view_size_for(width, views)
+    size = view_size or network_view_size(estimator, view_size_for(width, views), resolution)
+    blend_width = blend_width_for(size, views, width)
     device = torch.device(device) if device is not None else _estimator_device(estimator)
     rays = view_rays(size, views, device)
     ray_length = rays.norm(dim=-1)
@@ -422,7 +452,8 @@ def estimate_panorama_depth(estimator: PanoramaEstimator, images: torch.Tensor, 
         else:
             inverse_depth = (prediction * scale + shift).clamp_min(0.0)
             common = inverse_depth / ray_length
-        results.append(blend_views(common, views, height, width).cpu())
+        blended = blend_views(common, views, blend_width // 2, blend_width)
+        results.append(resize_equirectangular(blended[None], height, width)[0].cpu())
         residuals.append(alignment.residual)
         progress(3 * index + 3, steps)
     values = torch.stack(results)

@@ -78,7 +78,7 @@ def test_metric_depth_is_reassembled_seamlessly(room, views):
     relative_error = (depth.values[0] - distance[0]).abs() / distance[0]
     assert float(relative_error.mean()) < 0.002
     # Only the room's edges (kinks of the distance, blurred by bilinear sampling) can differ by more than 0.5 %.
-    assert float((relative_error > 0.005).float().mean()) < 0.02
+    assert float((relative_error > 0.005).float().mean()) < 0.03
     assert report.residuals[0] < 1e-3
     # No step anywhere: the error changes smoothly across view borders, the 360° border and the poles.
     smooth = away_from_room_edges(distance[0])
