@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="run on a Ray cluster: each video and each segment of a long one becomes a task (one "
                              "GPU each when there are GPUs). No address: a local Ray; or ray://host:10001 / auto. "
                              "Needs the ray extra (pip install depth-toolkit[ray])")
+    parser.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                        help="with --ray: at most N segments at once (default: as many as the cluster runs)")
     stereo = parser.add_argument_group("stereo (as the StereoSBS node)")
     defaults = StereoSettings()
     stereo.add_argument("--divergence", type=float, default=defaults.divergence,
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             from .ray_runner import convert_on_ray
 
             report = convert_on_ray(args.inputs, args.out, options, spec,
-                                    address=None if args.ray == LOCAL_RAY else args.ray)
+                                    address=None if args.ray == LOCAL_RAY else args.ray, max_parallel=args.ray_workers)
         else:
             from .pipeline import convert_videos
 
