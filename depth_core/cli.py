@@ -58,6 +58,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--raw-depth", action="store_true",
                         help="videos: also write <name>_depth.npy, the raw float32 [T,H,W] model output, frame by "
                              "frame (memory-mapped)")
+    parser.add_argument("--variant", default="auto",
+                        help="what a Depth Anything file holds when its name does not say: relative, v1 relative, "
+                             "metric indoor (max 20 m), metric outdoor (max 80 m) (default: auto, from the name)")
+    parser.add_argument("--tileable", action="store_true",
+                        help="the images are textures that repeat: depth that tiles without a seam")
+    parser.add_argument("--steps", type=int, help="Marigold: denoising steps (default: the model's own)")
+    parser.add_argument("--ensemble", type=int, default=1, help="Marigold: predictions averaged per image (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="Marigold: seed of the starting noise (default 0)")
     parser.add_argument("--video-mode", default="windows", choices=("windows", "streaming"),
                         help="Video Depth Anything on videos: windows (the authors' offline 32-frame windows, the "
                              "most consistent) or streaming (one frame at a time with cached temporal state, lower "
@@ -124,7 +132,7 @@ def model_path(args: argparse.Namespace) -> Path:
     from .registry import known_models
 
     candidate = Path(args.model)
-    if candidate.is_file():
+    if candidate.is_file() or candidate.is_dir():  # a checkpoint, or a Marigold diffusers folder
         return candidate
     try:
         return Path(model_files(args).depth_network(args.model))
@@ -135,7 +143,10 @@ def model_path(args: argparse.Namespace) -> Path:
 def load_estimator(args: argparse.Namespace):
     from .registry import build_estimator
 
-    return build_estimator(model_path(args), device=pick_device(args.device))
+    try:
+        return build_estimator(model_path(args), device=pick_device(args.device), variant=args.variant)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from error
 
 
 def print_progress(label: str) -> Callable[[int, int], None]:
@@ -293,10 +304,23 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as error:
                 raise SystemExit(f"error: {path}: {error}") from error
         else:
-            depth = estimator.predict(image, resolution)
+            depth = estimate_image(estimator, image, resolution, args)
         for written in write_outputs(path.stem, image, depth, args):
             print(f"wrote {written}")
     return 0
+
+
+def estimate_image(estimator, image: torch.Tensor, resolution, args: argparse.Namespace) -> Depth:
+    """Depth of one image, seamless with --tileable; Marigold models get --steps/--ensemble/--seed."""
+    from .models.marigold import MarigoldEstimator, MarigoldSettings
+    from .tiling import tileable_depth
+
+    settings = {}
+    if isinstance(estimator, MarigoldEstimator):
+        settings["settings"] = MarigoldSettings(args.steps, args.ensemble, None, args.seed)
+    if args.tileable:
+        return tileable_depth(estimator, image, resolution, **settings)
+    return estimator.predict(image, resolution, **settings)
 
 
 if __name__ == "__main__":

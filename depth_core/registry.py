@@ -96,9 +96,7 @@ def build_estimator(path: str | os.PathLike, device: torch.device | str = "cpu",
     if path.is_dir():
         from .models import marigold
 
-        if variant not in ("auto", "relative"):
-            raise ValueError(f"Variant {variant!r} applies to Depth Anything files only; {path.name} is a Marigold "
-                             "folder. Choose variant 'auto'.")
+        apply_variant(marigold, None, variant, path.name)
         return marigold.build_estimator(path, device, dtype)
     state_dict = load_state_dict(path)
     found = identify(state_dict)

@@ -196,3 +196,20 @@ def test_marigold_end_to_end_through_the_nodes(pack, tiny_folder, tmp_path, monk
                                         custom_resolution=518, normalize="per image", marigold_settings=settings)
     finally:
         comfy.model_management.interrupt_current_processing(False)
+
+
+def test_command_line_runs_a_marigold_folder_tileable(tiny_folder, tmp_path, capsys):
+    from PIL import Image
+
+    from depth_core.cli import main
+
+    photo = tmp_path / "texture.png"
+    Image.fromarray((_images(1)[0].numpy() * 255).astype("uint8")).save(photo)
+    out = tmp_path / "out"
+    assert main([str(photo), "--model", str(tiny_folder), "--steps", "2", "--seed", "3", "--tileable",
+                 "--resolution", "24", "--out", str(out), "--outputs", "depth"]) == 0
+    assert (out / "texture_depth.png").is_file()
+    with pytest.raises(SystemExit, match="Unknown model variant 'metric'"):
+        main([str(photo), "--model", str(tiny_folder), "--variant", "metric", "--out", str(out)])
+    with pytest.raises(SystemExit, match="applies to Depth Anything files only"):
+        main([str(photo), "--model", str(tiny_folder), "--variant", "metric indoor", "--out", str(out)])
