@@ -374,11 +374,27 @@ def _read_exr(data: bytes, path: Path) -> np.ndarray:
             from None
 
 
+def _single_channel(array: np.ndarray, path: Path) -> np.ndarray:
+    """A last axis of 3 or 4 is colour (RGB, RGBA), not 3 or 4 pixels of width: a gray picture saved as colour
+    (all colour channels equal) gives its one channel; a colourful one is refused, since colours (a turbo or
+    inferno map) cannot be read back as depth."""
+    colour = array[..., :3]
+    floats = np.issubdtype(array.dtype, np.floating)
+    if all(np.array_equal(colour[..., 0], colour[..., c], equal_nan=floats) for c in (1, 2)):
+        return colour[..., 0]
+    channels = "red, green, blue" + (", alpha" if array.shape[-1] == 4 else "")
+    raise ValueError(f"{path.name} holds a colour image of shape {array.shape} (last axis: {channels}), not depth: "
+                     "a depth .npy holds one value per pixel, [H,W] or [B,H,W]. Save the depth itself, or one "
+                     "channel of a gray depth picture (numpy.save(name, array[..., 0])).")
+
+
 def _read_npy(data: bytes, path: Path) -> np.ndarray:
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError) as error:
         raise ValueError(f"{path.name} is not a readable .npy array ({error}). Save depth with numpy.save.") from None
+    if array.ndim in (3, 4) and array.shape[-1] in (3, 4):
+        array = _single_channel(array, path)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or array.size == 0:

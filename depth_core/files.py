@@ -10,7 +10,7 @@ import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 
 def temporary_sibling(path: str | os.PathLike) -> Path:
@@ -39,20 +39,41 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+@contextmanager
+def atomic_paths(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
+    """Like `atomic_path` for several files that belong together (a node's video and meshes): yields one temporary
+    path per file; all of them get their final names when the block succeeds, none on any failure or interrupt
+    (a file already renamed is removed again)."""
+    finals = [Path(path) for path in paths]
+    temporaries = [temporary_sibling(path) for path in finals]
+    placed: list[Path] = []
+    try:
+        yield temporaries
+        for temporary, final in zip(temporaries, finals):
+            os.replace(temporary, final)
+            placed.append(final)
+    except BaseException:
+        for path in placed:
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
+
+
 def write_files_atomic(folder: str | os.PathLike, files: dict[str, bytes]) -> list[Path]:
     """Write several files as one: all appear, or (on any failure) none of them, not even ones already renamed."""
     folder = Path(folder)
-    temporary = {name: temporary_sibling(folder / name) for name in files}
-    placed: list[Path] = []
-    try:
-        for name, data in files.items():
-            with open(temporary[name], "xb") as stream:
+    with atomic_paths([folder / name for name in files]) as temporaries:
+        for temporary, data in zip(temporaries, files.values()):
+            with open(temporary, "xb") as stream:
                 stream.write(data)
-        for name in files:
-            os.replace(temporary[name], folder / name)
-            placed.append(folder / name)
-    except BaseException:
-        for path in [*temporary.values(), *placed]:
-            path.unlink(missing_ok=True)
-        raise
-    return placed
+    return [folder / name for name in files]
+
+
+def is_inside_name(name: str) -> bool:
+    """Whether a file name chosen from a list stays inside the folder it is looked up in: not absolute, no `..`.
+    Checked on the name, not on the resolved path, so a symlink the user put inside the folder (to a folder on
+    another disk) still counts as inside."""
+    path = Path(name)
+    return bool(name) and not path.is_absolute() and not path.drive and ".." not in path.parts

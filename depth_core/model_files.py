@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+from .files import is_inside_name
 from .loading import CHECKPOINT_EXTENSIONS, ModelFileMissingError, download
 from .models.base import KnownModel
 from .progress import ProgressFn, no_progress
@@ -31,13 +32,6 @@ MERGE_METHODS = ("auto", "pix2pix", "frequency split")
 
 # ---------------------------------------------------------------------------------------------------------------
 # Names and folders
-
-
-def is_inside_name(name: str) -> bool:
-    """Whether a file name from a model list stays inside the folder it is looked up in (no absolute path, no
-    `..`). Checked on the name, not on the resolved path, so a model that is a symlink to another disk still counts."""
-    path = Path(name)
-    return bool(name) and not path.is_absolute() and not path.drive and ".." not in path.parts
 
 
 def find_model_file(filename: str, folders: Iterable[str | os.PathLike]) -> Path | None:

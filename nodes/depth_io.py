@@ -10,6 +10,7 @@ from comfy.cli_args import args
 from comfy_api.latest import io, ui
 
 from ..depth_core.depth import DepthKind, depth_to_image
+from ..depth_core.files import is_inside_name
 from ..depth_core.depth_io import (EXTENSIONS, READABLE_EXTENSIONS, encode_depth_files, load_depth,
                                    opencv_writes_exr, write_depth_files)
 from ._common import CATEGORY, depth_input, depth_outputs, depth_picture, output_paths, read_depth
@@ -92,6 +93,23 @@ def _depth_files() -> list[str]:
     return sorted(name for name in names if name.lower().endswith(READABLE_EXTENSIONS))
 
 
+def outside_message(file: str) -> str | None:
+    """Why a file name is refused, or None: names must stay inside their folder (input, or output/temp when
+    annotated as ComfyUI does). Symlinks the user placed inside the folder are followed as usual."""
+    name, _ = folder_paths.annotated_filepath(file)
+    if is_inside_name(name):
+        return None
+    return (f"{file!r} points outside ComfyUI's input folder; Load Depth only reads files inside it. Copy the depth "
+            "file into the input folder (or link a folder into it) and choose it from the list.")
+
+
+def depth_file_path(file: str) -> str:
+    message = outside_message(file)
+    if message:
+        raise ValueError(message)
+    return folder_paths.get_annotated_filepath(file)
+
+
 class LoadDepth(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -120,12 +138,14 @@ class LoadDepth(io.ComfyNode):
     def execute(cls, file: str, kind: str) -> io.NodeOutput:
         if kind not in KIND_OPTIONS:
             raise ValueError(f"kind must be one of {list(KIND_OPTIONS)}, got {kind!r}.")
-        path = folder_paths.get_annotated_filepath(file)
+        path = depth_file_path(file)
         value = load_depth(path, KIND_OPTIONS[kind])
         return io.NodeOutput(value, depth_picture(value))
 
     @classmethod
     def fingerprint_inputs(cls, file: str, kind: str):
+        if outside_message(file):
+            return file
         path = folder_paths.get_annotated_filepath(file)
         sidecar = f"{path}.json"
         stamps = [os.path.getmtime(p) for p in (path, sidecar) if os.path.exists(p)]
@@ -133,6 +153,8 @@ class LoadDepth(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, file: str, kind: str):
+        if outside_message(file):
+            return outside_message(file)
         if not folder_paths.exists_annotated_filepath(file):
             return f"Depth file not found in the input folder: {file}"
         return True

@@ -201,6 +201,25 @@ def test_npy_batches_and_dtypes(tmp_path):
     assert float(load_depth(tmp_path / "u.npy").values.max()) == 1.0
 
 
+@pytest.mark.parametrize("channels", [3, 4])
+def test_npy_with_a_colour_axis_is_one_gray_channel_or_refused(tmp_path, channels):
+    gray = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    picture = np.repeat(gray[..., None], channels, axis=-1)
+    if channels == 4:
+        picture[..., 3] = 1.0  # opaque alpha
+    np.save(tmp_path / "gray.npy", picture)
+    loaded = load_depth(tmp_path / "gray.npy")
+    assert loaded.values.shape == (1, 64, 64)  # one 64x64 map, not 64 maps of 3x64
+    assert torch.equal(loaded.values[0], torch.from_numpy(gray))
+    np.save(tmp_path / "gray_batch.npy", np.stack([picture, picture]))
+    assert load_depth(tmp_path / "gray_batch.npy").values.shape == (2, 64, 64)
+    colourful = picture.copy()
+    colourful[..., 0] = 1.0 - gray  # a colour map: channels disagree
+    np.save(tmp_path / "turbo.npy", colourful)
+    with pytest.raises(ValueError, match=r"colour image of shape \(64, 64, %d\).*array\[\.\.\., 0\]" % channels):
+        load_depth(tmp_path / "turbo.npy")
+
+
 # ------------------------------------------------------------------------------------------ bad files
 
 

@@ -6,7 +6,8 @@ import urllib.request
 import pytest
 
 from depth_core.loading import ModelFileMissingError
-from depth_core.model_files import ModelFiles, ModelFolders, files_in, find_model_file, is_inside_name
+from depth_core.files import is_inside_name
+from depth_core.model_files import ModelFiles, ModelFolders, files_in, find_model_file
 from depth_core.registry import known_models
 
 
@@ -34,7 +35,8 @@ def test_depth_choices_list_known_models_then_files_on_disk_but_not_helper_netwo
     choices = ModelFiles(ModelFolders.of([ours, theirs])).depth_choices()
     known = list(known_models())
     assert choices[:len(known)] == known
-    assert choices[len(known):] == ["mine/my_depth.safetensors", "depth_anything_v2_vits_fp16.safetensors"]
+    assert choices[-2:] == ["mine/my_depth.safetensors", "depth_anything_v2_vits_fp16.safetensors"]
+    assert not {"latest_net_G.pth", "edge-model.pth", "notes.txt"} & set(choices)
 
 
 def test_depth_network_found_in_any_folder_or_a_clear_error(tmp_path, offline):

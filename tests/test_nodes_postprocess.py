@@ -180,6 +180,28 @@ def test_load_depth_bad_file(pack, comfy_output_dir, monkeypatch):
         pack.nodes.depth_io.LoadDepth.execute("broken.png", "from file")
 
 
+def test_load_depth_refuses_names_that_leave_the_input_folder(pack, comfy_output_dir, monkeypatch):
+    import folder_paths
+
+    input_dir = comfy_output_dir.parent / "input"
+    (input_dir / "linked").mkdir(parents=True)
+    outside = comfy_output_dir.parent / "outside.npy"
+    np.save(outside, np.ones((4, 4), np.float32))
+    elsewhere = comfy_output_dir.parent / "disk2"
+    elsewhere.mkdir()
+    np.save(elsewhere / "d.npy", np.full((4, 4), 2.0, np.float32))
+    (input_dir / "linked").rmdir()
+    (input_dir / "linked").symlink_to(elsewhere, target_is_directory=True)  # a folder the user linked in
+    monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(input_dir))
+    node = pack.nodes.depth_io.LoadDepth
+    for name in ("../outside.npy", str(outside), "linked/../../outside.npy", "../outside.npy [input]"):
+        with pytest.raises(ValueError, match="outside ComfyUI's input folder"):
+            node.execute(name, "from file")
+        assert "outside ComfyUI's input folder" in node.validate_inputs(name, "from file")
+    loaded = node.execute("linked/d.npy", "from file").args[0]
+    assert float(loaded.values.max()) == 2.0 and node.validate_inputs("linked/d.npy", "from file") is True
+
+
 # -------------------------------------------------------------------------------------------- NormalMap
 
 
