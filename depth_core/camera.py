@@ -73,3 +73,16 @@ def equirectangular_directions(width: int, height: int, device: torch.device | s
     latitude = math.pi / 2.0 - (row_index + 0.5) / height * math.pi
     lat, lon = torch.meshgrid(latitude, longitude, indexing="ij")
     return torch.stack([torch.cos(lat) * torch.sin(lon), torch.sin(lat), -torch.cos(lat) * torch.cos(lon)], dim=-1)
+
+
+AUTO_FOV = 0.0
+"""A node's field-of-view setting that means: the one the depth carries (predicted or set once), else the default."""
+
+
+def choose_fov(setting: float, carried: float | None) -> tuple[float, str]:
+    """(horizontal field of view in degrees, where it came from, for the node to say) for a node's fov setting."""
+    if setting > 0:
+        return setting, f"field of view {setting:g}° (set on the node)"
+    if carried is not None:
+        return carried, f"field of view {carried:.1f}° (carried by the depth)"
+    return DEFAULT_FOV_DEGREES, f"field of view {DEFAULT_FOV_DEGREES:g}° (default: the depth carries none)"

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from .camera import DEFAULT_FOV_DEGREES
 from .depth import Depth, DepthKind
 from .image import bhwc_to_bchw, to_rgb
 from .models.base import ModelCard, Preprocess
@@ -16,6 +17,9 @@ from .progress import ProgressFn, no_progress
 Resolution = int | tuple[int, int] | Literal["match"] | None
 """None: the model's native size; int: that size under the model's resize rule; (h, w): as given;
 "match": the input's own size (rounded to what the network accepts)."""
+
+MIN_FOV_DEGREES, MAX_FOV_DEGREES = 1.0, 179.0
+"""Range a predicted field of view is kept in (the geometry nodes' own limits)."""
 
 CPU_CHUNK_PIXELS = 4 * 518 * 518
 """Network-input pixels per chunk on the CPU: enough to batch small inputs, little enough to bound peak memory."""
@@ -84,6 +88,8 @@ class DepthEstimator:
 
     def input_size(self, height: int, width: int, net_size: Resolution = None) -> tuple[int, int]:
         preprocess = self.card.preprocess
+        if preprocess.fixed_size:
+            return preprocess.net_size, preprocess.net_size
         if net_size == "match":
             return (constrain_to_multiple(height, preprocess.multiple_of),
                     constrain_to_multiple(width, preprocess.multiple_of))
@@ -106,16 +112,33 @@ class DepthEstimator:
 
     def infer(self, images: torch.Tensor, net_size: Resolution = None) -> torch.Tensor:
         """Raw prediction [B,H,W] float32 at the input's size, for images [B,3,H,W] RGB 0..1."""
+        return self.infer_with_camera(images, net_size)[0]
+
+    def infer_with_camera(self, images: torch.Tensor, net_size: Resolution = None,
+                          fov_degrees: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(prediction [B,H,W] float32 at the input's size, horizontal field of view [B] in degrees or None).
+
+        The field of view is `fov_degrees` when given, else the network's own prediction; networks whose metres
+        depend on the focal length (`card.focal_scaled`) are scaled with it (camera.DEFAULT_FOV_DEGREES when neither
+        is known)."""
         height, width = images.shape[-2:]
         network_input = self.prepare(images, self.input_size(height, width, net_size))
         autocast = (torch.autocast(self.device.type, dtype=self.dtype)
                     if self.dtype in (torch.float16, torch.bfloat16) else nullcontext())
         with torch.inference_mode(), autocast:
-            raw = self.network(network_input)
-        raw = raw.float().unsqueeze(1)
+            output = self.network(network_input)
+        raw, predicted_fov = output if isinstance(output, tuple) else (output, None)
+        raw = raw.float()
+        fov = _camera_fov(raw.shape[0], fov_degrees, predicted_fov, self.card.focal_scaled)
+        if self.card.focal_scaled:
+            focal_over_width = (0.5 / torch.tan(torch.deg2rad(fov) / 2)).to(raw.device).view(-1, 1, 1)
+            raw = raw / focal_over_width if self.card.output_is_inverse else raw * focal_over_width
         preprocess = self.card.preprocess
-        return F.interpolate(raw, size=(height, width), mode=preprocess.upsample,
-                             align_corners=preprocess.upsample_align_corners).squeeze(1)
+        values = F.interpolate(raw.unsqueeze(1), size=(height, width), mode=preprocess.upsample,
+                               align_corners=preprocess.upsample_align_corners).squeeze(1)
+        if self.card.output_is_inverse:
+            values = 1.0 / values.clamp(1e-4, 1e4)
+        return values, fov
 
     def chunk_size(self, network_pixels: int) -> int:
         if self.device.type == "cuda":
@@ -126,25 +149,29 @@ class DepthEstimator:
         return max(1, CPU_CHUNK_PIXELS // network_pixels)
 
     def predict(self, images: torch.Tensor, resolution: Resolution = None, mask: torch.Tensor | None = None,
-                progress: ProgressFn = no_progress) -> Depth:
+                progress: ProgressFn = no_progress, fov_degrees: float | None = None) -> Depth:
         """Depth for an IMAGE batch [B,H,W,C] 0..1.
 
         `mask` [B,H,W] or [H,W] marks the pixels to keep (1 = subject); elsewhere depth is set to the farthest
-        value of the kept pixels.
+        value of the kept pixels. `fov_degrees`: the photos' known horizontal field of view, carried by the depth
+        (and used instead of the network's estimate where it sets the metric scale); else the network's estimate.
         """
         rgb = bhwc_to_bchw(to_rgb(images))
         batch, _, height, width = rgb.shape
         net_h, net_w = self.input_size(height, width, resolution)
         chunk = self.chunk_size(net_h * net_w)
-        predictions = []
+        predictions, fovs = [], []
         progress(0, batch)
         for start in range(0, batch, chunk):
-            predictions.append(self.infer(rgb[start:start + chunk], resolution).cpu())
+            values, fov = self.infer_with_camera(rgb[start:start + chunk], resolution, fov_degrees)
+            predictions.append(values.cpu())
+            fovs.append(fov)
             progress(min(start + chunk, batch), batch)
         values = torch.cat(predictions)
         if mask is not None:
             values = set_outside_mask_to_far(values, mask, self.output_kind)
-        return Depth(values, self.output_kind, self.name)
+        camera = None if any(f is None for f in fovs) else tuple(torch.cat(fovs).tolist())
+        return Depth(values, self.output_kind, self.name, camera)
 
 
 def set_outside_mask_to_far(values: torch.Tensor, mask: torch.Tensor, kind: DepthKind) -> torch.Tensor:
@@ -167,3 +194,15 @@ def set_outside_mask_to_far(values: torch.Tensor, mask: torch.Tensor, kind: Dept
     all_masked = ~keep.flatten(1).any(1)
     far = torch.where(all_masked, values.flatten(1).amin(1) if far_is_small else values.flatten(1).amax(1), far)
     return torch.where(keep, values, far.view(-1, 1, 1).expand_as(values))
+
+
+def _camera_fov(batch: int, given: float | None, predicted: torch.Tensor | None,
+                needs_one: bool) -> torch.Tensor | None:
+    """Per-image horizontal field of view [B] in degrees: the given one, the predicted one, the default where the
+    metric scale needs one, or None."""
+    if given is not None:
+        return torch.full((batch,), float(given))
+    if predicted is not None:
+        # An untrained or confused head can leave the pinhole range; keep the camera usable downstream.
+        return predicted.detach().float().flatten().cpu().clamp(MIN_FOV_DEGREES, MAX_FOV_DEGREES)
+    return torch.full((batch,), DEFAULT_FOV_DEGREES) if needs_one else None

@@ -18,7 +18,7 @@ from .loading import CorruptCheckpointError, load_state_dict
 from .models import depth_anything_v2 as depth_anything_variants
 from .models.base import KnownModel
 
-DEPTH_FAMILIES = ("depth_anything_v2", "midas_dpt", "midas_v21", "leres", "zoedepth")
+DEPTH_FAMILIES = ("depth_anything_v2", "midas_dpt", "midas_v21", "leres", "zoedepth", "depth_pro")
 """Family modules of networks that predict depth from an image, in the order they are tried."""
 
 
@@ -51,7 +51,9 @@ def card_for(module: ModuleType, config: object, filename: str):
     """The model card of a known checkpoint with this config, named after the file the user chose."""
     candidates = [known for known in module.KNOWN_MODELS if known.config == config] or list(module.KNOWN_MODELS)
     by_name = next((known for known in candidates if known.filename == filename), candidates[0])
-    return replace(by_name.card, name=Path(filename).stem)
+    card = replace(by_name.card, name=Path(filename).stem)
+    # Families whose input size follows the config (Depth Pro) adapt the card to the file's network.
+    return module.card_for_config(card, config) if hasattr(module, "card_for_config") else card
 
 
 def build_without_initializing(module: ModuleType, config: object,
@@ -96,7 +98,9 @@ def build_estimator(path: str | os.PathLike, device: torch.device | str = "cpu",
     if path.is_dir():
         from .models import marigold
 
-        apply_variant(marigold, None, variant, path.name)
+        if variant not in ("auto", "relative"):
+            raise ValueError(f"Variant {variant!r} applies to Depth Anything files only; {path.name} is a Marigold "
+                             "folder. Choose variant 'auto'.")
         return marigold.build_estimator(path, device, dtype)
     state_dict = load_state_dict(path)
     found = identify(state_dict)

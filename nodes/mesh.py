@@ -8,12 +8,13 @@ import torch
 from comfy_api.latest import Types, io
 
 
-from ..depth_core.camera import DEFAULT_FOV_DEGREES
+from ..depth_core.camera import choose_fov
 from ..depth_core.depth import match_depth_to_images
 from ..depth_core.image import to_rgb
 from ..depth_core.mesh import (DEFAULT_DISCONTINUITY_THRESHOLD, DEFAULT_RESOLUTION, FORMATS, PROJECTIONS, DepthMesh,
                                depth_to_mesh, save_mesh)
-from ._common import CATEGORY, comfy_progress, compute_device, depth_input, output_paths, read_depth
+from ._common import (CATEGORY, comfy_progress, compute_device, depth_input, fov_input, output_paths, read_depth,
+                      report_fov)
 
 DEFAULT_FILENAME_PREFIX = "3d/depth_mesh"
 
@@ -75,9 +76,7 @@ class MeshExport(io.ComfyNode):
                                tooltip="perspective: a normal photo seen through a pinhole camera with the field of "
                                        "view below. equirectangular: a 360x180 degree panorama, mapped onto a sphere "
                                        "around the camera."),
-                io.Float.Input("fov", default=DEFAULT_FOV_DEGREES, min=1.0, max=179.0, step=0.5,
-                               tooltip="Horizontal field of view of the photo in degrees (55 = a normal 35 mm-like "
-                                       "photo; wider for phone wide-angle shots). Ignored for equirectangular."),
+                fov_input(note="Perspective only (ignored for equirectangular). "),
                 io.Float.Input("near", default=1.0, min=0.001, max=100000.0, step=0.1,
                                tooltip="Relative depth only: distance (scene units) of the nearest point. Metric "
                                        "depth keeps its metres and ignores near/far."),
@@ -123,10 +122,12 @@ class MeshExport(io.ComfyNode):
 
         # Build every mesh before writing any file, so bad settings for one item leave no partial batch behind.
         progress = comfy_progress(2 * batch)
-        meshes = []
+        meshes, cameras = [], []
         for index in range(batch):
+            fov_degrees, source = choose_fov(fov, depth.fov_for(index))
+            cameras.append(source)
             meshes.append(depth_to_mesh(
-                images[index], depth.with_values(depth.values[index: index + 1]), fov_degrees=fov,
+                images[index], depth.select(index), fov_degrees=fov_degrees,
                 projection=projection, near=near, far=far, discontinuity_threshold=discontinuity_threshold,
                 keep_background=keep_background, resolution=resolution, simplify_to_faces=simplify_to_faces,
                 device=compute_device()))
@@ -140,7 +141,9 @@ class MeshExport(io.ComfyNode):
 
         first = results[0]
         model_file = f"{first['subfolder']}/{first['filename']}" if first["subfolder"] else first["filename"]
-        return io.NodeOutput(model_file.replace("\\", "/"), _mesh_batch(meshes), ui={"3d": results})
+        used = report_fov("Mesh Export", cameras) if projection == "perspective" else ""
+        return io.NodeOutput(model_file.replace("\\", "/"), _mesh_batch(meshes),
+                             ui={"3d": results, **({"text": [used]} if used else {})})
 
 
 NODES = [MeshExport]

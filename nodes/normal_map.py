@@ -1,11 +1,12 @@
 """NormalMap: surface normals from depth, true geometry or the old extension's Sobel look."""
 from __future__ import annotations
 
-from comfy_api.latest import io
+import torch
+from comfy_api.latest import io, ui
 
-from ..depth_core.camera import DEFAULT_FOV_DEGREES
+from ..depth_core.camera import choose_fov
 from ..depth_core.normals import DEFAULT_DEPTH_RANGE, normal_map
-from ._common import CATEGORY, compute_device, depth_input, read_depth, to_output_device
+from ._common import CATEGORY, compute_device, depth_input, fov_input, read_depth, report_fov, to_output_device
 
 METHOD_OPTIONS = {"geometric": "geometric", "sobel (old extension)": "sobel"}
 GREEN_OPTIONS = {"OpenGL (Y up)": "opengl", "DirectX (Y down)": "directx"}
@@ -30,9 +31,7 @@ class NormalMap(io.ComfyNode):
                 io.Combo.Input("method", options=list(METHOD_OPTIONS), default="geometric",
                                tooltip="geometric: true surface normals through the camera. sobel (old extension): "
                                        "slopes of the depth picture, as the depthmap extension made them."),
-                io.Float.Input("fov", default=DEFAULT_FOV_DEGREES, min=1.0, max=179.0, step=0.5,
-                               tooltip="geometric: horizontal field of view of the photo in degrees (55 = a typical "
-                                       "35 mm lens on full frame; phones about 65-75)."),
+                fov_input(note="geometric: "),
                 io.Float.Input("strength", default=1.0, min=0.0, max=10.0, step=0.05,
                                tooltip="Scales the slopes: 1 = the true surface, 0 = flat, above 1 exaggerated "
                                        "bumps."),
@@ -62,9 +61,16 @@ class NormalMap(io.ComfyNode):
         if method not in METHOD_OPTIONS or green not in GREEN_OPTIONS:
             raise ValueError(f"method must be one of {list(METHOD_OPTIONS)} and green one of {list(GREEN_OPTIONS)}.")
         value = read_depth(depth)
-        picture = normal_map(value, METHOD_OPTIONS[method], fov, strength, GREEN_OPTIONS[green], depth_range,
-                             pre_blur, sobel_kernel, post_blur, invert, device=compute_device())
-        return io.NodeOutput(to_output_device(picture))
+        cameras = [choose_fov(fov, value.fov_for(index)) for index in range(value.batch_size)]
+        options = dict(strength=strength, green=GREEN_OPTIONS[green], depth_range=depth_range, pre_blur=pre_blur,
+                       sobel_kernel=sobel_kernel, post_blur=post_blur, invert=invert, device=compute_device())
+        if len({camera for camera, _ in cameras}) == 1:
+            picture = normal_map(value, METHOD_OPTIONS[method], cameras[0][0], **options)
+        else:  # each photo through its own camera
+            picture = torch.cat([normal_map(value.select(i), METHOD_OPTIONS[method], camera, **options)
+                                 for i, (camera, _) in enumerate(cameras)])
+        used = report_fov("Normal Map", [source for _, source in cameras]) if method == "geometric" else ""
+        return io.NodeOutput(to_output_device(picture), ui=ui.PreviewText(used) if used else None)
 
 
 NODES = [NormalMap]

@@ -7,13 +7,14 @@ from fractions import Fraction
 import torch
 from comfy_api.latest import InputImpl, Types, io, ui
 
-from ..depth_core.camera import DEFAULT_FOV_DEGREES, Pinhole
+from ..depth_core.camera import Pinhole, choose_fov
 from ..depth_core.depth import match_depth_to_images
 from ..depth_core.image import to_rgb
 from ..depth_core.photo3d import (DEFAULT_BAND_FRACTION, DEFAULT_RELATIVE_THRESHOLD, PATH_NAMES, build_photo3d,
                                   camera_path, core_mesh_arrays, photo_distance, render_path, write_mesh)
 from ..depth_core.photo3d.video import write_video
-from ._common import CATEGORY, comfy_progress, compute_device, depth_input, output_paths, read_depth, to_output_device
+from ._common import (CATEGORY, comfy_progress, compute_device, depth_input, fov_input, output_paths, read_depth,
+                      report_fov, to_output_device)
 from ._model_folders import model_files
 
 
@@ -60,9 +61,7 @@ class InpaintedMeshVideo(io.ComfyNode):
                 io.Int.Input("supersampling", default=2, min=1, max=4,
                              tooltip="Anti-aliasing: renders at this many times the size and averages. 2 is smooth; "
                                      "3-4 are slower and only a little smoother."),
-                io.Float.Input("fov", default=DEFAULT_FOV_DEGREES, min=5.0, max=170.0, step=1.0,
-                               tooltip="Horizontal field of view of the photo in degrees (55 = a typical photo, about "
-                                       "a 35 mm lens). Sets how depth becomes 3D shape."),
+                fov_input(note="Sets how depth becomes 3D shape. ", maximum=170.0),
                 io.Combo.Input("format", options=["mp4", "webm", "none"], default="mp4",
                                tooltip="Video file to write to the output folder: mp4 (H.264), webm (VP9), or none "
                                        "(use the frames or VIDEO outputs, e.g. with core Save Video)."),
@@ -106,11 +105,13 @@ class InpaintedMeshVideo(io.ComfyNode):
 
         folder, filename, counter, subfolder = output_paths(filename_prefix, width, height)
         progress = comfy_progress(batch * (frames + 1))
-        clips, mesh_paths, first_mesh = [], [], None
+        clips, mesh_paths, first_mesh, cameras = [], [], None, []
         for index in range(batch):
             rgb = images[index].permute(2, 0, 1).to(device)
             distance = photo_distance(depth_value, index).to(device)
-            camera = Pinhole.from_fov(width, height, fov)
+            fov_degrees, source = choose_fov(fov, depth_value.fov_for(index))
+            cameras.append(source)
+            camera = Pinhole.from_fov(width, height, fov_degrees)
             ldi, layered = build_photo3d(rgb, distance, camera, band_fraction=background_extension,
                                          relative_threshold=edge_threshold, inpainter=inpainter)
             done = index * (frames + 1) + 1
@@ -136,6 +137,7 @@ class InpaintedMeshVideo(io.ComfyNode):
             video_file = f"{filename}_{counter:05}_.{format}"
             write_video(all_frames, os.path.join(folder, video_file), fps, format)
             written |= ui.PreviewVideo([ui.SavedResult(video_file, subfolder, io.FolderType.output)]).as_dict()
+        written["text"] = [report_fov("3D Photo", cameras)]
         preview = {key: value for key, value in written.items() if value} or None
         video = InputImpl.VideoFromComponents(
             Types.VideoComponents(images=all_frames, audio=None, frame_rate=Fraction(round(fps * 1000), 1000)))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import statistics
 import string
 
 import torch
@@ -12,10 +13,13 @@ from PIL import Image
 import folder_paths
 
 from ..depth_core.anaglyph import METHODS, anaglyph
+from ..depth_core.camera import choose_fov
+from ..depth_core.depth import Depth
 from ..depth_core.files import atomic_path
 from ..depth_core.image import image_to_uint8, to_rgb
 from ..depth_core.stereo import DEPTH_MODES, FILL_MODES, LAYOUTS, StereoSettings, compose_layout, stereo_views
-from ._common import CATEGORY, comfy_progress, compute_device, depth_input, output_paths, read_depth, to_output_device
+from ._common import (CATEGORY, comfy_progress, compute_device, depth_input, fov_input, output_paths, read_depth,
+                      report_fov, to_output_device)
 
 STEREO_UI_KEY = "depthtoolkit_stereo"
 """ui entry for the web extension's wiggle/anaglyph preview: one {"left": file, "right": file} per batch item,
@@ -77,9 +81,8 @@ def _stereo_inputs(with_layout: bool) -> list:
         io.Float.Input("baseline_mm", default=65.0, min=1.0, max=10000.0, step=1.0,
                        tooltip="Metric depth only: distance between the two eyes/cameras in millimetres (human "
                                "eyes: about 65). Larger = stronger 3D, like a miniature scene."),
-        io.Float.Input("fov_degrees", default=55.0, min=1.0, max=179.0, step=0.5,
-                       tooltip="Metric depth only: horizontal field of view of the photo in degrees (about 55 for "
-                               "a 35 mm lens on full frame, 70-80 for phone main cameras); sets the focal length."),
+        fov_input("fov_degrees", note="Metric depth only: sets the focal length (one for the whole batch: the "
+                                      "median of the fields of view the depth carries). "),
         io.Combo.Input("normalize", options=NORMALIZE_OPTIONS, default="per image",
                        tooltip="per image: each frame's depth spans the full 3D range. whole batch: one range for "
                                "all frames, so the 3D strength does not pump in a video."),
@@ -88,10 +91,15 @@ def _stereo_inputs(with_layout: bool) -> list:
 
 
 def _settings(divergence, separation, convergence, balance, depth_exponent, depth_mode, baseline_mm, fov_degrees,
-              normalize) -> StereoSettings:
-    return StereoSettings(divergence=divergence, separation=separation, convergence=convergence, balance=balance,
-                          exponent=depth_exponent, depth_mode=depth_mode, baseline_mm=baseline_mm,
-                          fov_degrees=fov_degrees, per_image=normalize == "per image")
+              normalize, depth: Depth) -> tuple[StereoSettings, str]:
+    """The settings, and which field of view metric depth uses (empty when the stereo is relative)."""
+    carried = None if depth.fov_degrees is None else statistics.median(depth.fov_degrees)
+    fov, source = choose_fov(fov_degrees, carried)
+    settings = StereoSettings(divergence=divergence, separation=separation, convergence=convergence, balance=balance,
+                              exponent=depth_exponent, depth_mode=depth_mode, baseline_mm=baseline_mm,
+                              fov_degrees=fov, per_image=normalize == "per image")
+    metric = depth_mode == "metric" or (depth_mode == "auto" and depth.is_metric)
+    return settings, report_fov("Stereo", [source]) if metric else ""
 
 
 def save_pngs(images: torch.Tensor, prefix: str, folder_type: str = "temp", tag: str = "") -> list[dict]:
@@ -150,12 +158,13 @@ class StereoSBS(io.ComfyNode):
     @classmethod
     def execute(cls, images, depth, divergence, separation, convergence, balance, depth_exponent, fill, layout,
                 swap_eyes, depth_mode, baseline_mm, fov_degrees, normalize) -> io.NodeOutput:
-        settings = _settings(divergence, separation, convergence, balance, depth_exponent, depth_mode, baseline_mm,
-                             fov_degrees, normalize)
-        left, right = stereo_views(images, read_depth(depth), settings, fill, compute_device(),
+        depth = read_depth(depth)
+        settings, used = _settings(divergence, separation, convergence, balance, depth_exponent, depth_mode,
+                                   baseline_mm, fov_degrees, normalize, depth)
+        left, right = stereo_views(images, depth, settings, fill, compute_device(),
                                        comfy_progress(images.shape[0]))
         stereo = compose_layout(left, right, layout, swap_eyes)
-        ui_data = _preview_ui(stereo, left, right)
+        ui_data = _preview_ui(stereo, left, right) | ({"text": [used]} if used else {})
         return io.NodeOutput(to_output_device(stereo), to_output_device(left), to_output_device(right), ui=ui_data)
 
 
@@ -196,9 +205,10 @@ class Anaglyph(io.ComfyNode):
         if right is not None:
             left, right = _match_pair(to_rgb(images), to_rgb(right))
         elif depth is not None:
-            settings = _settings(divergence, separation, convergence, balance, depth_exponent, depth_mode,
-                                 baseline_mm, fov_degrees, normalize)
-            left, right = stereo_views(images, read_depth(depth), settings, fill, compute_device(),
+            depth = read_depth(depth)
+            settings, _ = _settings(divergence, separation, convergence, balance, depth_exponent, depth_mode,
+                                    baseline_mm, fov_degrees, normalize, depth)
+            left, right = stereo_views(images, depth, settings, fill, compute_device(),
                                        comfy_progress(images.shape[0]))
         else:
             raise ValueError("Anaglyph needs either the right eye's view (connect 'right') or a depth map for the "

@@ -50,7 +50,7 @@ def test_batch_writes_one_glb_per_item_and_a_mesh_batch(pack, comfy_output_dir):
     assert output.ui == {"3d": [
         {"filename": "depth_mesh_00001_.glb", "subfolder": "3d", "type": "output"},
         {"filename": "depth_mesh_00002_.glb", "subfolder": "3d", "type": "output"},
-    ]}
+    ], "text": ["Mesh Export: field of view 55° (set on the node)"]}
     assert mesh.vertices.shape == (2, 12 * 16, 3) and mesh.faces.shape == (2, 2 * 11 * 15, 3)
     loaded = trimesh.load(comfy_output_dir / model_file, force="mesh", process=False)
     np.testing.assert_allclose(loaded.vertices, mesh.vertices[0].numpy(), atol=1e-6)

@@ -37,6 +37,8 @@ class Preprocess:
     upsample: Literal["bilinear", "bicubic"] = "bilinear"
     """How the authors bring the prediction back to the input size."""
     upsample_align_corners: bool = False
+    fixed_size: bool = False
+    """The network takes only net_size x net_size (Depth Pro): resolution choices do not apply."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,13 @@ class ModelCard:
     output_kind: DepthKind
     receptive_field: int
     """Resolution at which the network sees the most context without losing structure (BoostMerge's R0)."""
+    output_is_inverse: bool = False
+    """Metric networks that predict 1/metres: the estimator upsamples the inverse and inverts afterwards, as their
+    authors do (Depth Pro)."""
+    focal_scaled: bool = False
+    """The metric output holds for a camera whose focal length equals the image width; the estimator rescales it
+    with the field of view the network predicts, the user gives, or camera.DEFAULT_FOV_DEGREES (Depth Pro,
+    Depth Anything 3 Metric)."""
 
 
 @dataclass(frozen=True)
