@@ -189,15 +189,21 @@ def view_rays(size: int, views: ViewSet, device: torch.device | str = "cpu") -> 
     return Pinhole.from_fov(size, size, views.fov_degrees).pixel_rays(device, torch.float32)
 
 
+def sample_directions(panorama: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples [C,...] of an equirectangular panorama [C,H,W] in world directions [...,3], wrapping around
+    the 360° border."""
+    channels, height, width = panorama.shape
+    grid = _equirectangular_grid(directions.reshape(1, -1, 1, 3), height, width).to(panorama.dtype)
+    sampled = F.grid_sample(_wrap_pad(panorama[None]), grid, mode="bilinear", padding_mode="border",
+                            align_corners=False)
+    return sampled.reshape(channels, *directions.shape[:-1])
+
+
 def sample_views(panorama: torch.Tensor, views: ViewSet, size: int) -> torch.Tensor:
     """Perspective views [V,C,S,S] of one equirectangular panorama [C,H,W] (bilinear, wrapping around)."""
-    channels, height, width = panorama.shape
     rays = view_rays(size, views, panorama.device)
-    rotations = views.rotations.to(panorama.device, torch.float32)
-    world = torch.einsum("vij,hwj->vhwi", rotations, rays)
-    grid = _equirectangular_grid(world, height, width).to(panorama.dtype)
-    padded = _wrap_pad(panorama[None]).expand(len(views), -1, -1, -1)
-    return F.grid_sample(padded, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    world = torch.einsum("vij,hwj->vhwi", views.rotations.to(panorama.device, torch.float32), rays)
+    return sample_directions(panorama, world).transpose(0, 1)
 
 
 @dataclass(frozen=True)
@@ -570,3 +576,92 @@ def ods_views(images: torch.Tensor, depth: Depth, settings: OdsSettings = OdsSet
         rights.append(right.images[..., pad:pad + width].permute(0, 2, 3, 1).clamp(0.0, 1.0).cpu())
         progress(index + 1, batch)
     return torch.cat(lefts), torch.cat(rights)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3D photo of a panorama
+
+
+LOOK_AROUND_FOV_DEGREES = 90.0
+"""Default horizontal field of view of a panorama 3D photo's look-around video."""
+
+PHOTO3D_FACE_PADDING_DEGREES = 1.0
+"""Cube faces of a panorama 3D photo overlap by this much on each side, so no crack opens between their meshes."""
+
+
+def panorama_photo3d(image: torch.Tensor, distance: torch.Tensor, face_size: int | None = None,
+                     band_fraction: float = 0.05, relative_threshold: float | None = None, inpainter=None,
+                     progress: ProgressFn = no_progress):
+    """A layered, inpainted 3D photo of a 360° panorama: image [3,H,W] 0..1 and its distance from the centre [H,W].
+
+    The 3D photo is built on each of the six (slightly padded) faces of a cube around the centre, the way a photo
+    is (layered depth image, background extended and inpainted behind foreground edges), and the six meshes are
+    turned into place and joined. Returns a photo3d LayeredMesh whose field of view is the whole sphere.
+    """
+    from .photo3d import DEFAULT_RELATIVE_THRESHOLD, LayeredMesh, Mesh, build_photo3d
+
+    views = view_set("cube", PHOTO3D_FACE_PADDING_DEGREES)
+    size = face_size or min(1024, view_size_for(image.shape[-1], views))
+    faces_rgb = sample_views(image.float(), views, size).clamp(0.0, 1.0)
+    ray_length = view_rays(size, views, image.device).norm(dim=-1)
+    face_depth = sample_views(distance.float()[None], views, size)[:, 0] / ray_length
+    camera = Pinhole.from_fov(size, size, views.fov_degrees)
+    vertices, colors, faces, tags = [], [], [], []
+    offset = 0
+    threshold = DEFAULT_RELATIVE_THRESHOLD if relative_threshold is None else relative_threshold
+    for index in range(len(views)):
+        _, layered = build_photo3d(faces_rgb[index], face_depth[index].clamp_min(1e-4), camera,
+                                   band_fraction=band_fraction, border_fraction=0.0,
+                                   relative_threshold=threshold, inpainter=inpainter)
+        rotation = views.rotations[index].to(image.device, torch.float32)
+        vertices.append(layered.mesh.vertices.float() @ rotation.T)
+        colors.append(layered.mesh.colors)
+        faces.append(layered.mesh.faces + offset)
+        tags.append(layered.tags)
+        offset += layered.mesh.vertices.shape[0]
+        progress(index + 1, len(views))
+    mesh = Mesh(torch.cat(vertices), torch.cat(colors), torch.cat(faces))
+    centre = float(distance.float().median())
+    return LayeredMesh(mesh, torch.cat(tags), image.shape[-2], image.shape[-1], 2.0 * math.pi, math.pi, centre)
+
+
+def look_around_frames(mesh, frames: int, width: int, height: int, fov_degrees: float, path: str,
+                       translate: tuple[float, float, float], supersampling: int = 2,
+                       progress: ProgressFn = no_progress) -> torch.Tensor:
+    """Frames [N,h,w,3] of a panorama 3D photo seen from its centre while the view turns one full circle to the
+    right (a loop with no repeated frame) and the camera follows a photo3d camera path (moves relative to the way
+    it looks)."""
+    from .photo3d import Mesh, camera_path, render_frame
+
+    camera = Pinhole.from_fov(width, height, fov_degrees)
+    moves = camera_path(path, frames, translate)
+    device = mesh.vertices.device
+    rendered = []
+    for index in range(frames):
+        yaw = 2.0 * math.pi * index / frames
+        forward = torch.tensor([math.sin(yaw), 0.0, -math.cos(yaw)], dtype=torch.float64)
+        rotation = look_rotation(forward).to(device, torch.float32)
+        position = rotation @ moves.positions[index].to(device, torch.float32)
+        # The rasterizer's camera looks down -Z from the origin: turn the world into this frame's camera space.
+        vertices = (mesh.vertices.float() - position) @ rotation
+        turned = Mesh(vertices, mesh.colors, mesh.faces[_faces_in_view(vertices, mesh.faces, camera)])
+        image, _ = render_frame(turned, camera, torch.zeros(3, device=device), supersampling,
+                                float(moves.focal_scales[index]))
+        rendered.append(image.permute(1, 2, 0))
+        progress(index + 1, frames)
+    return torch.stack(rendered)
+
+
+def _faces_in_view(vertices: torch.Tensor, faces: torch.Tensor, camera: Pinhole, margin: float = 1.1) -> torch.Tensor:
+    """Faces with a corner inside (a little more than) the camera's view: most of a sphere is behind or beside the
+    camera, and the rasterizer need not look at it."""
+    depth = -vertices[:, 2]
+    inside = (depth > 1e-4) & (vertices[:, 0].abs() <= depth * margin * camera.width / (2 * camera.fx)) \
+        & (vertices[:, 1].abs() <= depth * margin * camera.height / (2 * camera.fy))
+    return inside[faces].any(1)
+
+
+def look_around_frame_size(panorama_width: int, fov_degrees: float) -> tuple[int, int]:
+    """(width, height), even, 16:9, of frames that keep the panorama's angular resolution at `fov_degrees`."""
+    width = max(64, 2 * round(panorama_width * fov_degrees / 360.0 / 2))
+    return width, max(36, 2 * round(width * 9 / 16 / 2))

@@ -12,6 +12,8 @@ from ..depth_core.depth import match_depth_to_images
 from ..depth_core.image import to_rgb
 from ..depth_core.photo3d import (DEFAULT_BAND_FRACTION, DEFAULT_RELATIVE_THRESHOLD, PATH_NAMES, build_photo3d,
                                   camera_path, core_mesh_arrays, photo_distance, render_path, write_mesh)
+from ..depth_core.panorama import (LOOK_AROUND_FOV_DEGREES, check_panorama, look_around_frame_size,
+                                   look_around_frames, panorama_photo3d)
 from ..depth_core.photo3d.video import write_video
 from ._common import (CATEGORY, comfy_progress, compute_device, depth_input, fov_input, output_paths, read_depth,
                       report_fov, to_output_device)
@@ -77,6 +79,12 @@ class InpaintedMeshVideo(io.ComfyNode):
                 io.Float.Input("background_extension", default=DEFAULT_BAND_FRACTION, min=0.005, max=0.3, step=0.005,
                                tooltip="How far the hidden background extends behind foreground edges, as a fraction "
                                        "of the photo's longer side. Must cover the largest gap the camera move opens."),
+                io.Boolean.Input("panorama", default=False, optional=True,
+                                 tooltip="The image is a 360° equirectangular panorama (2:1, e.g. with depth from "
+                                         "Depth Estimate in panorama mode): the 3D photo is built on the six faces "
+                                         "of a cube around the centre and the video looks around one full turn "
+                                         "from there while the camera follows the path. fov is then the video's "
+                                         "field of view (0 = 90°); crop is not used."),
             ],
             outputs=[
                 io.Image.Output("frames", tooltip="The rendered video frames, an IMAGE batch."),
@@ -91,9 +99,11 @@ class InpaintedMeshVideo(io.ComfyNode):
     @classmethod
     def execute(cls, image, depth, path, frames, fps, translate_x, translate_y, translate_z, crop, supersampling, fov,
                 format, mesh_format, filename_prefix, edge_threshold=DEFAULT_RELATIVE_THRESHOLD,
-                background_extension=DEFAULT_BAND_FRACTION) -> io.NodeOutput:
+                background_extension=DEFAULT_BAND_FRACTION, panorama=False) -> io.NodeOutput:
         images = to_rgb(image)
         batch, height, width = images.shape[:3]
+        if panorama:
+            check_panorama(images)
         depth_value = match_depth_to_images(read_depth(depth), batch, (height, width))
         device = compute_device()
         inpainter = None
@@ -109,6 +119,18 @@ class InpaintedMeshVideo(io.ComfyNode):
         for index in range(batch):
             rgb = images[index].permute(2, 0, 1).to(device)
             distance = photo_distance(depth_value, index).to(device)
+            if panorama:
+                start = index * (frames + 1)
+                clip, layered = _panorama_clip(rgb, distance, fov, path, frames, (translate_x, translate_y, translate_z),
+                                               supersampling, background_extension, edge_threshold, inpainter,
+                                               lambda i, n, start=start: progress(start + i, batch * (frames + 1)))
+                clips.append(clip.float().cpu())
+                if mesh_format != "none":
+                    mesh_file = os.path.join(folder, f"{filename}_{counter + index:05}_.{mesh_format}")
+                    mesh_paths.append(write_mesh(layered, mesh_file))
+                if first_mesh is None:
+                    first_mesh = Types.MESH(*core_mesh_arrays(layered))
+                continue
             fov_degrees, source = choose_fov(fov, depth_value.fov_for(index))
             cameras.append(source)
             camera = Pinhole.from_fov(width, height, fov_degrees)
@@ -142,6 +164,21 @@ class InpaintedMeshVideo(io.ComfyNode):
         video = InputImpl.VideoFromComponents(
             Types.VideoComponents(images=all_frames, audio=None, frame_rate=Fraction(round(fps * 1000), 1000)))
         return io.NodeOutput(to_output_device(all_frames), video, "\n".join(mesh_paths), first_mesh, ui=preview)
+
+
+def _panorama_clip(rgb, distance, fov, path, frames, translate, supersampling, background_extension, edge_threshold,
+                   inpainter, progress):
+    """The look-around clip and layered mesh of one panorama (see depth_core.panorama.panorama_photo3d)."""
+    layered = panorama_photo3d(rgb, distance, band_fraction=background_extension, relative_threshold=edge_threshold,
+                               inpainter=inpainter)
+    progress(1, frames + 1)
+    view_fov = fov if fov > 0 else LOOK_AROUND_FOV_DEGREES
+    frame_width, frame_height = look_around_frame_size(rgb.shape[-1], view_fov)
+    scale = layered.mean_location
+    clip = look_around_frames(layered.mesh, frames, frame_width, frame_height, view_fov, path,
+                              tuple(move * scale for move in translate), supersampling,
+                              progress=lambda i, n: progress(1 + i, frames + 1))
+    return clip, layered
 
 
 NODES = [InpaintedMeshVideo]

@@ -54,3 +54,22 @@ def test_stereo360_saves_top_bottom_with_the_vr_name(pack, comfy_output_dir):
     assert again.ui["images"][0]["filename"] != entry["filename"], "ComfyUI's counter still counts"
     preview_only = pack.nodes.panorama.Stereo360.execute(images=panorama, depth=depth, filename_prefix="", **ODS)
     assert preview_only.ui["images"][0]["type"] == "temp"
+
+
+def test_3d_photo_of_a_panorama_looks_around(pack, comfy_output_dir):
+    panorama, distance = render_room(128, 64)
+    depth = pack.depth_core.depth.Depth(distance, "metric")
+    output = pack.nodes.photo3d.InpaintedMeshVideo.execute(
+        image=panorama, depth=depth, path="circle", frames=2, fps=10.0, translate_x=0.02, translate_y=0.0,
+        translate_z=0.0, crop=0.0, supersampling=1, fov=0.0, format="none", mesh_format="glb",
+        filename_prefix="pano/room", panorama=True)
+    frames, _, mesh_path, mesh = output.args
+    assert frames.shape == (2, 36, 64, 3)      # 90° views of a 128 px wide panorama, 16:9
+    assert not torch.allclose(frames[0], frames[1]), "the second frame looks the other way"
+    assert mesh_path.endswith(".glb") and (comfy_output_dir / "pano").is_dir()
+    assert mesh.vertices.shape[1] > 6 * 100
+    with pytest.raises(ValueError, match="twice as wide"):
+        pack.nodes.photo3d.InpaintedMeshVideo.execute(
+            image=torch.rand(1, 40, 60, 3), depth=depth, path="circle", frames=2, fps=10.0, translate_x=0.02,
+            translate_y=0.0, translate_z=0.0, crop=0.0, supersampling=1, fov=0.0, format="none", mesh_format="none",
+            filename_prefix="pano/room", panorama=True)

@@ -235,3 +235,53 @@ def test_cli_panorama_flag_writes_depth_360_stereo_and_sphere(tmp_path):
     with pytest.raises(SystemExit, match="photo.png.*twice as wide"):
         main([str(tmp_path / "photo.png"), "--model", str(checkpoint), "--resolution", "56", "--panorama",
               "--out", str(out)])
+
+
+# --- 3D photo -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def room_photo3d():
+    from depth_core.panorama import panorama_photo3d
+
+    image, distance = render_room(WIDTH, HEIGHT)
+    return image, distance, panorama_photo3d(image[0].permute(2, 0, 1), distance[0])
+
+
+def test_panorama_3d_photo_mesh_is_the_room_all_around(room_photo3d):
+    from panorama_scene import room_distance
+
+    _, _, layered = room_photo3d
+    vertices = layered.mesh.vertices.double()
+    radius = vertices.norm(dim=1)
+    truth = room_distance(vertices / radius[:, None])
+    relative_error = ((radius - truth).abs() / truth).float()
+    assert float(relative_error.median()) < 0.002
+    assert float((relative_error > 0.02).float().mean()) < 0.02   # only the soft room edges may stray
+    # The six faces together look every way: vertices in all eight octants, up to the poles.
+    octants = ((vertices > 0).long() * torch.tensor([1, 2, 4])).sum(1).unique()
+    assert len(octants) == 8
+    assert float((vertices[:, 1] / radius).max()) > 0.99 and float((vertices[:, 1] / radius).min()) < -0.99
+    assert layered.horizontal_fov == pytest.approx(2 * math.pi)
+
+
+def test_look_around_frames_turn_a_full_circle_and_show_the_panorama(room_photo3d):
+    from depth_core.camera import Pinhole
+    from depth_core.image import image_to_uint8, psnr_uint8
+    from depth_core.panorama import look_around_frame_size, look_around_frames, look_rotation, sample_directions
+
+    image, _, layered = room_photo3d
+    width, height = look_around_frame_size(WIDTH, 90.0)
+    assert (width, height) == (64, 36)
+    frames = look_around_frames(layered.mesh, 4, width, height, 90.0, "straight line", (0.0, 0.0, 0.0),
+                                supersampling=2)
+    assert frames.shape == (4, height, width, 3)
+    rays = Pinhole.from_fov(width, height, 90.0).pixel_rays()
+    for index, yaw in enumerate((0.0, 90.0, 180.0, 270.0)):
+        forward = torch.tensor([math.sin(math.radians(yaw)), 0.0, -math.cos(math.radians(yaw))], dtype=torch.float64)
+        world = rays @ look_rotation(forward).float().T
+        expected = sample_directions(image[0].permute(2, 0, 1), world).permute(1, 2, 0)
+        # Seen from the centre, the 3D photo is the panorama itself, turned the way the frame looks.
+        assert psnr_uint8(image_to_uint8(frames[index]), image_to_uint8(expected)) > 20.0
+    moved = look_around_frames(layered.mesh, 4, width, height, 90.0, "straight line", (0.3, 0.0, 0.0))
+    assert not torch.allclose(moved[-1], frames[-1], atol=0.05), "the camera path moves the viewpoint"
