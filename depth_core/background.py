@@ -132,8 +132,39 @@ class ForegroundNetwork(Protocol):
         of a run lets the network free its working memory."""
 
 
+def onnxruntime_package(system: str, nvidia: bool, rocm: bool) -> str:
+    """The pip package of ONNX Runtime that runs background removal on this hardware."""
+    if nvidia:
+        return "onnxruntime-gpu"
+    if rocm and system == "Linux":
+        return "onnxruntime-rocm"
+    if system == "Windows":
+        return "onnxruntime-directml"  # any DirectX 12 GPU (AMD, Intel, NVIDIA)
+    return "onnxruntime"  # the CPU build; on Apple silicon it includes CoreML
+
+
+def import_onnxruntime():
+    """onnxruntime, or an error that names the package to install for this machine.
+
+    Requirements never list a runtime: pip would install the CPU build over a GPU build (onnxruntime-gpu,
+    -directml, -rocm all provide the same `onnxruntime` package), so the user picks the build that fits."""
+    try:
+        import onnxruntime
+    except ImportError as error:
+        import platform
+
+        rocm = bool(getattr(torch.version, "hip", None))
+        package = onnxruntime_package(platform.system(), torch.cuda.is_available() and not rocm, rocm)
+        raise ModuleNotFoundError(
+            f"Background removal needs ONNX Runtime, which is not installed. For this machine install {package} "
+            f"into ComfyUI's Python: python -m pip install {package}   (only one onnxruntime build at a time: "
+            "onnxruntime-gpu for NVIDIA, onnxruntime-directml for other GPUs on Windows, onnxruntime-rocm for AMD "
+            "on Linux, onnxruntime for the CPU and Apple silicon).", name="onnxruntime") from error
+    return onnxruntime
+
+
 def available_providers() -> list[str]:
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     return list(ort.get_available_providers())
 
@@ -175,7 +206,7 @@ class OnnxForegroundNetwork:
         peak of a pass (about 1.7 GB for IS-Net at 1024x1024) for as long as the cached session lives; turning
         it off instead makes every pass fault its memory in again (measured ~20% slower on a loaded CPU), so it
         is kept within a call and released after the call's last chunk."""
-        import onnxruntime as ort
+        ort = import_onnxruntime()
 
         arenas = ["cpu:0"] + [f"gpu:{options.get('device_id', 0)}" for name, options in self._provider_options()
                               if name in ("CUDAExecutionProvider", "ROCMExecutionProvider")]
@@ -195,7 +226,7 @@ BATCH_LIMIT = 4
 def open_network(path: str | os.PathLike, contract: InputContract | None = None,
                  device: torch.device | str = "cpu") -> OnnxForegroundNetwork:
     """Load an ONNX segmentation model; a file onnxruntime cannot read gives a ValueError naming the file."""
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     path = Path(path)
     if not path.is_file():

@@ -429,3 +429,19 @@ def test_mask_depth_resizes_broadcasts_and_checks():
         bg.mask_depth(depth, torch.ones(1, 1, 4, 4, 1))
     nan_depth = Depth(torch.tensor([[[1.0, float("nan")], [3.0, 4.0]]]), DepthKind.RELATIVE_INVERSE)
     assert torch.isfinite(bg.mask_depth(nan_depth, torch.ones(1, 2, 2)).values).all()
+
+
+def test_without_onnxruntime_the_error_names_the_package_for_this_hardware(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what a machine without any ONNX runtime has
+    with pytest.raises(ModuleNotFoundError) as missing:
+        bg.available_providers()
+    message = str(missing.value)
+    assert "python -m pip install onnxruntime " in message  # this machine: CPU only, Linux
+    assert "onnxruntime-gpu for NVIDIA" in message
+    assert bg.onnxruntime_package("Linux", nvidia=True, rocm=False) == "onnxruntime-gpu"
+    assert bg.onnxruntime_package("Windows", nvidia=True, rocm=False) == "onnxruntime-gpu"
+    assert bg.onnxruntime_package("Windows", nvidia=False, rocm=False) == "onnxruntime-directml"
+    assert bg.onnxruntime_package("Linux", nvidia=False, rocm=True) == "onnxruntime-rocm"
+    assert bg.onnxruntime_package("Darwin", nvidia=False, rocm=False) == "onnxruntime"

@@ -20,7 +20,7 @@ def test_requirements_never_pin_torch_and_match_pyproject():
     assert not {"torch", "torchvision", "torchaudio"} & set(names), "ComfyUI owns torch: never list it"
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert requirement_names(project["dependencies"]) == names
-    stripped = [line.strip() for line in requirements if line.strip() and not line.startswith("#")]
+    stripped = [line.split("#", 1)[0].strip() for line in requirements if line.strip() and not line.startswith("#")]
     assert project["dependencies"] == stripped
 
 
@@ -66,3 +66,55 @@ def test_no_code_is_fetched_or_installed_at_run_time():
         imported = {alias.name for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Import)
                     for alias in node.names}
         assert not {"subprocess", "pip"} & imported, f"{path}: no package installs at run time"
+
+
+def fake_wheel(folder: Path, distribution: str, module: str, version: str) -> Path:
+    """A minimal wheel standing in for a distribution a user's ComfyUI already has (no network, no build)."""
+    import zipfile
+
+    stem = f"{distribution.replace('-', '_')}-{version}"
+    path = folder / f"{stem}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(f"{module}/__init__.py", f"__version__ = '{version}'\nSTAND_IN = '{distribution}'\n")
+        wheel.writestr(f"{stem}.dist-info/METADATA",
+                       f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
+        wheel.writestr(f"{stem}.dist-info/WHEEL",
+                       "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{stem}.dist-info/RECORD", "")
+    return path
+
+
+ONNX_RUNTIMES = {"onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-rocm",
+                 "onnxruntime-silicon", "onnxruntime-openvino"}
+OPENCV_DISTRIBUTIONS = {"opencv-python", "opencv-python-headless", "opencv-contrib-python",
+                        "opencv-contrib-python-headless"}
+
+
+def test_requirements_leave_a_gpu_onnxruntime_alone(tmp_path):
+    """`pip install -r requirements.txt` (what ComfyUI Manager runs) in an environment that has onnxruntime-gpu,
+    torch and opencv-contrib-python: pip's own resolver plans the install, and nothing it plans replaces the GPU
+    runtime or fills the onnxruntime folder again; the one OpenCV build it may add is the superset build."""
+    import json
+    import subprocess
+    import sys
+    import venv
+
+    environment = tmp_path / "comfyui-env"
+    venv.EnvBuilder(with_pip=False).create(environment)
+    python = environment / "bin" / "python"
+    wheels = [fake_wheel(tmp_path, "onnxruntime-gpu", "onnxruntime", "1.20.0"),
+              fake_wheel(tmp_path, "torch", "torch", "2.9.0"), fake_wheel(tmp_path, "torchvision", "torchvision", "0.24.0"),
+              fake_wheel(tmp_path, "opencv-contrib-python", "cv2", "4.10.0.84")]
+    pip = [sys.executable, "-m", "pip", "--python", str(python)]
+    subprocess.run([*pip, "install", "--no-index", "--no-deps", "-q", *map(str, wheels)], check=True)
+    report = tmp_path / "plan.json"
+    subprocess.run([*pip, "install", "--dry-run", "-q", "--report", str(report), "-r", str(ROOT / "requirements.txt")],
+                   check=True, timeout=300, capture_output=True)
+    planned = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
+    assert "rembg" in planned and "timm" in planned  # the plan is real: the pack's own requirements are in it
+    assert not planned & ONNX_RUNTIMES, f"would install {planned & ONNX_RUNTIMES} over onnxruntime-gpu"
+    assert not planned & {"torch", "torchvision"}
+    assert planned & OPENCV_DISTRIBUTIONS <= {"opencv-contrib-python-headless"}
+    stand_in = subprocess.run([str(python), "-c", "import onnxruntime; print(onnxruntime.STAND_IN)"],
+                              capture_output=True, text=True, check=True)
+    assert stand_in.stdout.strip() == "onnxruntime-gpu"
