@@ -1,6 +1,7 @@
 """Running a depth network on images: the authors' preprocessing, memory-bounded chunks, upsampling, masking."""
 from __future__ import annotations
 
+import logging
 import math
 from contextlib import nullcontext
 from typing import Literal
@@ -9,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from .camera import DEFAULT_FOV_DEGREES
-from .depth import Depth, DepthKind
+from .depth import Depth, DepthKind, set_outside_mask_to_far
 from .image import bhwc_to_bchw, to_rgb
+from .interrupt import interruptible
 from .models.base import ModelCard, Preprocess
 from .progress import ProgressFn, no_progress
 
@@ -20,6 +22,8 @@ Resolution = int | tuple[int, int] | Literal["match"] | None
 
 MIN_FOV_DEGREES, MAX_FOV_DEGREES = 1.0, 179.0
 """Range a predicted field of view is kept in (the geometry nodes' own limits)."""
+
+log = logging.getLogger(__name__)
 
 CPU_CHUNK_PIXELS = 4 * 518 * 518
 """Network-input pixels per chunk on the CPU: enough to batch small inputs, little enough to bound peak memory."""
@@ -59,6 +63,37 @@ def network_input_size(height: int, width: int, preprocess: Preprocess, net_size
     return constrain_to_multiple(scale_h * height, multiple), constrain_to_multiple(scale_w * width, multiple)
 
 
+MAX_ASPECT_AREA = 4
+"""A native or custom size plans at most this many times size² network pixels. Images up to 4:1 (panoramas, 32:9)
+keep the authors' plan; a more extreme one (a 200x1 strip would need 518x103,600 under Depth Anything's
+lower-bound rule, hours of compute) is planned smaller at its own aspect ratio."""
+
+MAX_NETWORK_PIXELS = 4096 * 4096
+"""No plan exceeds this many network pixels, 'match input' included (the largest custom size, squared)."""
+
+
+def max_network_pixels(preprocess: Preprocess, net_size: Resolution = None) -> int:
+    if isinstance(net_size, int):
+        return min(MAX_ASPECT_AREA * net_size * net_size, MAX_NETWORK_PIXELS)
+    if net_size is None:
+        return min(MAX_ASPECT_AREA * preprocess.net_size * preprocess.net_size, MAX_NETWORK_PIXELS)
+    return MAX_NETWORK_PIXELS
+
+
+def cap_network_size(size: tuple[int, int], max_pixels: int, multiple: int) -> tuple[int, int]:
+    """`size` scaled down at its aspect ratio to at most `max_pixels`, both sides multiples of `multiple`. A side
+    that reaches its minimum (one multiple) leaves the budget to the other, so even a 100,000:1 strip is bounded."""
+    height, width = size
+    if height * width <= max_pixels:
+        return size
+    scale = math.sqrt(max_pixels / (height * width))
+    height = max(multiple, int(height * scale) // multiple * multiple)
+    width = max(multiple, int(width * scale) // multiple * multiple)
+    height = min(height, max(multiple, max_pixels // width // multiple * multiple))
+    width = min(width, max(multiple, max_pixels // height // multiple * multiple))
+    return height, width
+
+
 class DepthEstimator:
     """A depth network with its model card: images in, raw depth out."""
 
@@ -87,6 +122,18 @@ class DepthEstimator:
         return next(self.network.parameters()).dtype
 
     def input_size(self, height: int, width: int, net_size: Resolution = None) -> tuple[int, int]:
+        """The network input (h, w) for an image, capped so that no aspect ratio plans an endless pass."""
+        planned = self.planned_size(height, width, net_size)
+        capped = cap_network_size(planned, max_network_pixels(self.card.preprocess, net_size),
+                                  self.card.preprocess.multiple_of)
+        if capped != planned:
+            log.warning("A %dx%d image would need a %dx%d network input; it runs at %dx%d instead (at most %d "
+                        "network pixels).", width, height, planned[1], planned[0], capped[1], capped[0],
+                        max_network_pixels(self.card.preprocess, net_size))
+        return capped
+
+    def planned_size(self, height: int, width: int, net_size: Resolution = None) -> tuple[int, int]:
+        """The network input (h, w) the authors' rule gives, before the cap."""
         preprocess = self.card.preprocess
         if preprocess.fixed_size:
             return preprocess.net_size, preprocess.net_size
@@ -125,7 +172,7 @@ class DepthEstimator:
         network_input = self.prepare(images, self.input_size(height, width, net_size))
         autocast = (torch.autocast(self.device.type, dtype=self.dtype)
                     if self.dtype in (torch.float16, torch.bfloat16) else nullcontext())
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast, interruptible(self.network):
             output = self.network(network_input)
         raw, predicted_fov = output if isinstance(output, tuple) else (output, None)
         raw = raw.float()
@@ -172,28 +219,6 @@ class DepthEstimator:
             values = set_outside_mask_to_far(values, mask, self.output_kind)
         camera = None if any(f is None for f in fovs) else tuple(torch.cat(fovs).tolist())
         return Depth(values, self.output_kind, self.name, camera)
-
-
-def set_outside_mask_to_far(values: torch.Tensor, mask: torch.Tensor, kind: DepthKind) -> torch.Tensor:
-    """Pixels where mask < 0.5 take the farthest depth among the kept pixels (the old "pre-depth" removal)."""
-    if mask.ndim == 2:
-        mask = mask.unsqueeze(0)
-    if mask.ndim != 3:
-        raise ValueError(f"The mask must be [B,H,W] or [H,W], got shape {tuple(mask.shape)}.")
-    if mask.shape[0] not in (1, values.shape[0]):
-        raise ValueError(f"Got {mask.shape[0]} masks for {values.shape[0]} images: give one mask per image, or one "
-                         "mask for all.")
-    mask = mask.float().to(values.device)
-    if mask.shape[-2:] != values.shape[-2:]:
-        mask = F.interpolate(mask.unsqueeze(1), size=values.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
-    keep = (mask >= 0.5).expand_as(values)
-    far_is_small = kind is DepthKind.RELATIVE_INVERSE
-    big = torch.finfo(values.dtype).max
-    fill_candidates = torch.where(keep, values, torch.full_like(values, big if far_is_small else -big))
-    far = fill_candidates.flatten(1).amin(1) if far_is_small else fill_candidates.flatten(1).amax(1)
-    all_masked = ~keep.flatten(1).any(1)
-    far = torch.where(all_masked, values.flatten(1).amin(1) if far_is_small else values.flatten(1).amax(1), far)
-    return torch.where(keep, values, far.view(-1, 1, 1).expand_as(values))
 
 
 def _camera_fov(batch: int, given: float | None, predicted: torch.Tensor | None,

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from depth_core.depth import DepthKind, set_outside_mask_to_far
-from depth_core.estimate import DepthEstimator, constrain_to_multiple, network_input_size
+from depth_core.estimate import (MAX_ASPECT_AREA, DepthEstimator, cap_network_size, constrain_to_multiple,
+                                 network_input_size)
+from depth_core.interrupt import set_interrupt_check
 from depth_core.models.base import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD, ModelCard, Preprocess
 
 DEPTH_ANYTHING = Preprocess(518, 14, "lower_bound", IMAGENET_MEAN, IMAGENET_STD)
@@ -117,3 +119,62 @@ def test_one_mask_serves_a_batch_and_wrong_counts_fail():
     assert out.shape == values.shape and torch.equal(out[:, :2], values[:, :2])
     with pytest.raises(ValueError, match="one mask per image"):
         set_outside_mask_to_far(values, torch.ones(2, 4, 4), DepthKind.RELATIVE_INVERSE)
+
+
+def test_an_extreme_aspect_ratio_plans_a_bounded_network_input():
+    model = estimator(DEPTH_ANYTHING)
+    assert model.planned_size(1, 200) == (518, 103_600)  # the authors' rule: 518 rows for a 1-pixel strip
+    height, width = model.input_size(1, 200)
+    assert height * width <= MAX_ASPECT_AREA * 518 * 518
+    assert height % 14 == 0 and width % 14 == 0 and 190 < width / height < 215  # about the same shape
+    assert model.input_size(480, 640) == (518, 686)  # ordinary images keep the authors' plan
+    strip_h, strip_w = model.input_size(1, 10_000_000)  # beyond any aspect ratio: still bounded
+    assert strip_h * strip_w <= MAX_ASPECT_AREA * 518 * 518 and strip_h == 14
+    depth = model.predict(torch.rand(1, 1, 200, 3))
+    assert depth.values.shape == (1, 1, 200)
+    assert model.network.last_input.shape[-2:] == (height, width)
+
+
+def test_cap_network_size_keeps_sizes_within_the_budget():
+    assert cap_network_size((518, 686), 10**6, 14) == (518, 686)
+    assert cap_network_size((1400, 1400), 700 * 700, 14) == (700, 700)
+    assert cap_network_size((14, 10**6), 14 * 1000, 14) == (14, 994)
+
+
+class Blocks(torch.nn.Module):
+    """A network of 8 blocks that counts how many ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(torch.nn.Conv2d(3, 3, 1) for _ in range(8))
+        self.ran = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+            self.ran += 1
+        return x[:, 0]
+
+
+def test_a_forward_pass_stops_between_blocks_when_the_host_asks():
+    card = ModelCard("blocks", "test", DPT_384, DepthKind.RELATIVE_INVERSE, 384)
+    model = DepthEstimator(card, Blocks())
+    checks = []
+
+    def cancel_at_the_fourth_check() -> None:
+        checks.append(1)
+        if len(checks) == 4:
+            raise KeyboardInterrupt("cancelled")
+
+    set_interrupt_check(cancel_at_the_fourth_check)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            model.predict(torch.rand(1, 32, 32, 3))
+        assert model.network.ran == 2  # the network's own check, two blocks, then the third block's check
+        set_interrupt_check(lambda: None)
+        model.network.ran = 0
+        model.predict(torch.rand(1, 32, 32, 3))
+        assert model.network.ran == 8
+    finally:
+        set_interrupt_check(None)
+    assert all(not block._forward_pre_hooks for block in model.network.blocks)  # hooks removed after the pass

@@ -123,3 +123,22 @@ def test_model_folders_are_registered_when_the_extension_loads(pack, monkeypatch
     for name in ("depth", "depthanything", "rembg"):
         assert os.path.join(folder_paths.models_dir, name) in folder_paths.get_folder_paths(name)
     assert ".safetensors" in folder_paths.folder_names_and_paths["depth"][1]
+
+
+def test_interrupt_stops_a_forward_pass_between_blocks(pack, small_model):
+    """/interrupt during one huge image must not wait for the whole pass: the next block checks the flag."""
+    import comfy.model_management
+
+    blocks = pack.depth_core.interrupt.network_blocks(small_model.estimator.network)
+    ran_after = []
+    press_cancel = blocks[0].register_forward_hook(
+        lambda *_: comfy.model_management.interrupt_current_processing(True))
+    count_last = blocks[-1].register_forward_hook(lambda *_: ran_after.append(1))
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            estimate(pack, small_model, torch.rand(1, 28, 28, 3))
+        assert ran_after == []
+    finally:
+        press_cancel.remove()
+        count_last.remove()
+        comfy.model_management.interrupt_current_processing(False)
