@@ -160,6 +160,8 @@ HELPER_NETWORK_FILES: set[str] = set()
 """Known files of helper networks (no model card)."""
 TEST_DEPTH_NETWORK = "depth_anything_v2_vits.pth"
 """The depth network every workflow runs with: the smallest one (25 M parameters, 100 MB in fp32)."""
+TEST_VIDEO_NETWORKS = {"video_depth_anything_vits.pth"}
+"""Video networks built too when a workflow names them (a video model runs a different path than image models)."""
 CHECKPOINT_CACHE = Path(os.environ.get("DEPTH_TOOLKIT_CACHE", Path.home() / ".cache" / "depth-toolkit")) / "e2e-models"
 
 
@@ -243,7 +245,7 @@ def build_test_checkpoints(models_dir: Path, workflows: list[Path]) -> dict[str,
         if not is_depth_network:
             HELPER_NETWORK_FILES.add(entry.filename)
         if not ((is_depth_network and entry.filename == TEST_DEPTH_NETWORK) or
-                (not is_depth_network and entry.filename in referenced)):
+                (entry.filename in referenced and (not is_depth_network or entry.filename in TEST_VIDEO_NETWORKS))):
             continue
         source = inspect.getsource(module).encode() + repr(entry.config).encode()
         cached = CHECKPOINT_CACHE / hashlib.sha256(source).hexdigest()[:16] / entry.filename
@@ -354,10 +356,20 @@ def small_test_photo(height: int = 96, width: int = 128):
     return __import__("numpy").asarray(Image.fromarray(data.astronaut()).resize((width, height), Image.BICUBIC))
 
 
+def small_test_panorama(height: int = 64):
+    """A 2:1 picture that wraps around like a 360° panorama (a real photo and its mirror image side by side, so the
+    left and right edges meet), uint8 RGB."""
+    import numpy as np
+
+    half = small_test_photo(height, height)
+    return np.ascontiguousarray(np.concatenate([half, half[:, ::-1]], axis=1))
+
+
 @pytest.fixture(scope="session")
 def uploaded_images(comfy_server) -> dict[str, str]:
     """Small photos uploaded to the server's input folder, by role: "photo" (RGB), "second" (another RGB photo of
-    the same size, e.g. a stereo right view) and "mask" (a PNG with alpha, for LoadImageMask-style inputs)."""
+    the same size, e.g. a stereo right view), "mask" (a PNG with alpha, for LoadImageMask-style inputs) and
+    "panorama" (2:1, wrapping around; for loaders whose workflow file name mentions a panorama)."""
     import numpy as np
     from PIL import Image
     from skimage import data
@@ -369,7 +381,17 @@ def uploaded_images(comfy_server) -> dict[str, str]:
         "photo": comfy_server.upload_image("depthtoolkit_test_photo.png", png_bytes(photo)),
         "second": comfy_server.upload_image("depthtoolkit_test_second.png", png_bytes(right)),
         "mask": comfy_server.upload_image("depthtoolkit_test_rgba.png", png_bytes(rgba)),
+        "panorama": comfy_server.upload_image("depthtoolkit_test_panorama.png", png_bytes(small_test_panorama())),
+        "video": small_test_clip(comfy_server.input_dir / "depthtoolkit_test_clip.mp4"),
     }
+
+
+def small_test_clip(path: Path) -> str:
+    """A 20-frame 64x48 pan over a real photo, written into the server's input folder; returns its name."""
+    from video_clips import pan_frames, write_clip  # tests/ is on sys.path (tests/conftest.py)
+
+    write_clip(path, pan_frames(20, 48, 64), fps=12)
+    return path.name
 
 
 SMALL_NETWORK_SIZE = 0 if os.environ.get("DEPTHTOOLKIT_E2E_NATIVE") else 126
@@ -378,6 +400,7 @@ FAST_SETTINGS = {"frames": 6, "supersampling": 1}
 """Pack node INT inputs lowered to at most these values in end-to-end runs: a wiring test needs a few video
 frames, not a 90-frame render, on a 2-core CPU."""
 IMAGE_LOADERS = {"LoadImage": "image", "LoadImageMask": "image", "LoadImageOutput": "image"}
+VIDEO_LOADERS = {"LoadVideo": "file"}
 
 
 def prepare_prompt(prompt: dict, object_info: dict, images: dict[str, str]) -> list[tuple[str, str, object]]:
@@ -388,9 +411,16 @@ def prepare_prompt(prompt: dict, object_info: dict, images: dict[str, str]) -> l
     loaders_seen = 0
     for node_id, node in sorted(prompt.items(), key=lambda item: int(item[0])):
         inputs = node["inputs"]
+        video_field = VIDEO_LOADERS.get(node["class_type"])
+        if video_field and isinstance(inputs.get(video_field), str) and "video" in images:
+            changes.append((node_id, video_field, images["video"]))
+            inputs[video_field] = images["video"]
+            continue
         field_name = IMAGE_LOADERS.get(node["class_type"])
         if field_name and isinstance(inputs.get(field_name), str):
             role = "mask" if node["class_type"] == "LoadImageMask" else ("photo" if loaders_seen == 0 else "second")
+            if "panorama" in inputs[field_name] and "panorama" in images:
+                role = "panorama"
             loaders_seen += 1
             changes.append((node_id, field_name, images[role]))
             inputs[field_name] = images[role]
