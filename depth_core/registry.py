@@ -17,9 +17,12 @@ from .estimate import DepthEstimator
 from .loading import CorruptCheckpointError, load_state_dict
 from .models import depth_anything_v2 as depth_anything_variants
 from .models.base import KnownModel
+from .video_depth import VideoDepthEstimator
 
-DEPTH_FAMILIES = ("depth_anything_v2", "midas_dpt", "midas_v21", "leres", "zoedepth", "depth_pro")
-"""Family modules of networks that predict depth from an image, in the order they are tried."""
+DEPTH_FAMILIES = ("video_depth_anything", "depth_anything_v2", "midas_dpt", "midas_v21", "leres", "zoedepth",
+                  "depth_pro")
+"""Family modules of networks that predict depth from an image, in the order they are tried (Video Depth Anything
+first: its checkpoints hold a Depth Anything V2 network plus temporal modules)."""
 
 
 def family_modules() -> list[ModuleType]:
@@ -98,9 +101,7 @@ def build_estimator(path: str | os.PathLike, device: torch.device | str = "cpu",
     if path.is_dir():
         from .models import marigold
 
-        if variant not in ("auto", "relative"):
-            raise ValueError(f"Variant {variant!r} applies to Depth Anything files only; {path.name} is a Marigold "
-                             "folder. Choose variant 'auto'.")
+        apply_variant(marigold, None, variant, path.name)
         return marigold.build_estimator(path, device, dtype)
     state_dict = load_state_dict(path)
     found = identify(state_dict)
@@ -127,4 +128,5 @@ def build_estimator(path: str | os.PathLike, device: torch.device | str = "cpu",
         ) from error
     del state_dict
     network = network.to(device=device, dtype=dtype)
-    return DepthEstimator(card_for(module, config, path.name), network)
+    estimator_class = VideoDepthEstimator if getattr(network, "is_video_model", False) else DepthEstimator
+    return estimator_class(card_for(module, config, path.name), network)

@@ -67,7 +67,10 @@ class LoadDepthModel(io.ComfyNode):
                                        "Known models are downloaded on first use; any checkpoint file you put in "
                                        "models/depth/ is listed too. depth_anything_v2_metric_* give metres "
                                        "(hypersim: indoor, up to 20 m; vkitti: outdoor, up to 80 m); marigold-* "
-                                       "are diffusers folders (slow, detailed; settings from Marigold Settings)."),
+                                       "are diffusers folders (slow, detailed; settings from Marigold Settings). "
+                                       "video_depth_anything_* are video models (steady over time; metric_* in "
+                                       "metres): Depth Estimate takes their image batch as one clip, Video Depth "
+                                       "streams a video file."),
                 io.Combo.Input("device", options=["auto", "cpu"], default="auto",
                                tooltip="auto: ComfyUI's device (the GPU when there is one). cpu: always on the "
                                        "processor, slower but independent of VRAM."),
