@@ -1,20 +1,13 @@
 """DepthToolkit.InpaintedMeshVideo: one photo + depth -> layered, inpainted 3D mesh and a camera-move video, headless."""
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 
-import torch
 from comfy_api.latest import InputImpl, Types, io, ui
 
-from ..depth_core.camera import Pinhole, choose_fov
-from ..depth_core.depth import match_depth_to_images
 from ..depth_core.image import to_rgb
-from ..depth_core.photo3d import (DEFAULT_BAND_FRACTION, DEFAULT_RELATIVE_THRESHOLD, PATH_NAMES, build_photo3d,
-                                  camera_path, core_mesh_arrays, photo_distance, render_path, write_mesh)
-from ..depth_core.panorama import (LOOK_AROUND_FOV_DEGREES, check_panorama, look_around_frame_size,
-                                   look_around_frames, panorama_photo3d)
-from ..depth_core.photo3d.video import write_video
+from ..depth_core.photo3d import DEFAULT_BAND_FRACTION, DEFAULT_RELATIVE_THRESHOLD, PATH_NAMES
+from ..depth_core.photo3d.workflow import Photo3DSettings, load_inpainter, make_photo3d, numbered_file_names
 from ._common import (CATEGORY, comfy_progress, compute_device, depth_input, fov_input, output_paths, read_depth,
                       report_fov, to_output_device)
 from ._model_folders import model_files
@@ -71,7 +64,9 @@ class InpaintedMeshVideo(io.ComfyNode):
                                tooltip="Mesh file to write: ply (binary, readable by the old depthmap extension's "
                                        "video tools), glb or obj (vertex colours, +Y up), or none."),
                 io.String.Input("filename_prefix", default="3d_photo/DepthToolkit",
-                                tooltip="Prefix of the video and mesh files in the output folder."),
+                                tooltip="Prefix of the video and mesh files in the output folder. The files of a "
+                                        "batch appear together once all are done; a cancelled or failed run leaves "
+                                        "none."),
                 io.Float.Input("edge_threshold", default=DEFAULT_RELATIVE_THRESHOLD, min=0.005, max=1.0, step=0.005,
                                tooltip="How big a depth jump counts as an object edge, as a fraction of the image's "
                                        "depth range (log scale). Lower cuts more edges (more layers, more "
@@ -102,83 +97,26 @@ class InpaintedMeshVideo(io.ComfyNode):
                 background_extension=DEFAULT_BAND_FRACTION, panorama=False) -> io.NodeOutput:
         images = to_rgb(image)
         batch, height, width = images.shape[:3]
-        if panorama:
-            check_panorama(images)
-        depth_value = match_depth_to_images(read_depth(depth), batch, (height, width))
+        settings = Photo3DSettings(path, frames, fps, (translate_x, translate_y, translate_z), crop, supersampling,
+                                   fov, format, mesh_format, edge_threshold, background_extension, panorama)
+        settings.validate()
         device = compute_device()
-        inpainter = None
-        networks = model_files().inpainting_networks()
-        if networks is not None:
-            from ..depth_core.photo3d.networks import load_context_aware_inpainter
-
-            inpainter = load_context_aware_inpainter(*networks, device=device)
-
+        inpainter = load_inpainter(model_files().inpainting_networks(), device)
         folder, filename, counter, subfolder = output_paths(filename_prefix, width, height)
-        progress = comfy_progress(batch * (frames + 1))
-        clips, mesh_paths, first_mesh, cameras = [], [], None, []
-        for index in range(batch):
-            rgb = images[index].permute(2, 0, 1).to(device)
-            distance = photo_distance(depth_value, index).to(device)
-            if panorama:
-                start = index * (frames + 1)
-                clip, layered = _panorama_clip(rgb, distance, fov, path, frames, (translate_x, translate_y, translate_z),
-                                               supersampling, background_extension, edge_threshold, inpainter,
-                                               lambda i, n, start=start: progress(start + i, batch * (frames + 1)))
-                clips.append(clip.float().cpu())
-                if mesh_format != "none":
-                    mesh_file = os.path.join(folder, f"{filename}_{counter + index:05}_.{mesh_format}")
-                    mesh_paths.append(write_mesh(layered, mesh_file))
-                if first_mesh is None:
-                    first_mesh = Types.MESH(*core_mesh_arrays(layered))
-                continue
-            fov_degrees, source = choose_fov(fov, depth_value.fov_for(index))
-            cameras.append(source)
-            camera = Pinhole.from_fov(width, height, fov_degrees)
-            ldi, layered = build_photo3d(rgb, distance, camera, band_fraction=background_extension,
-                                         relative_threshold=edge_threshold, inpainter=inpainter)
-            done = index * (frames + 1) + 1
-            progress(done, batch * (frames + 1))
-            scale = ldi.mean_location
-            moves = camera_path(path, frames, (translate_x * scale, translate_y * scale, translate_z * scale),
-                                mean_location=scale)
-            clip = render_path(layered.mesh, camera, moves, supersampling, crop,
-                               progress=lambda i, n, done=done: progress(done + i, batch * (frames + 1)))
-            clips.append(clip.float().cpu())
-            if mesh_format != "none":
-                mesh_file = os.path.join(folder, f"{filename}_{counter + index:05}_.{mesh_format}")
-                mesh_paths.append(write_mesh(layered, mesh_file))
-            if first_mesh is None:
-                first_mesh = Types.MESH(*core_mesh_arrays(layered))
-            del ldi, layered
-
-        all_frames = torch.cat(clips)
+        video_path, mesh_paths = numbered_file_names(folder, filename, counter, batch, settings)
+        result = make_photo3d(images, read_depth(depth), settings, video_path, mesh_paths, device, inpainter,
+                              comfy_progress(settings.steps(batch)))
         # An output node must say what it wrote, or /history and the editor never show the files.
-        written = {"3d": [ui.SavedResult(os.path.basename(mesh), subfolder, io.FolderType.output)
-                          for mesh in mesh_paths]}
-        if format != "none":
-            video_file = f"{filename}_{counter:05}_.{format}"
-            write_video(all_frames, os.path.join(folder, video_file), fps, format)
-            written |= ui.PreviewVideo([ui.SavedResult(video_file, subfolder, io.FolderType.output)]).as_dict()
-        written["text"] = [report_fov("3D Photo", cameras)]
+        written = {"3d": [ui.SavedResult(mesh.name, subfolder, io.FolderType.output) for mesh in result.mesh_paths]}
+        if result.video_path is not None:
+            written |= ui.PreviewVideo([ui.SavedResult(result.video_path.name, subfolder,
+                                                       io.FolderType.output)]).as_dict()
+        written["text"] = [report_fov("3D Photo", result.fov_sources)]
         preview = {key: value for key, value in written.items() if value} or None
         video = InputImpl.VideoFromComponents(
-            Types.VideoComponents(images=all_frames, audio=None, frame_rate=Fraction(round(fps * 1000), 1000)))
-        return io.NodeOutput(to_output_device(all_frames), video, "\n".join(mesh_paths), first_mesh, ui=preview)
-
-
-def _panorama_clip(rgb, distance, fov, path, frames, translate, supersampling, background_extension, edge_threshold,
-                   inpainter, progress):
-    """The look-around clip and layered mesh of one panorama (see depth_core.panorama.panorama_photo3d)."""
-    layered = panorama_photo3d(rgb, distance, band_fraction=background_extension, relative_threshold=edge_threshold,
-                               inpainter=inpainter)
-    progress(1, frames + 1)
-    view_fov = fov if fov > 0 else LOOK_AROUND_FOV_DEGREES
-    frame_width, frame_height = look_around_frame_size(rgb.shape[-1], view_fov)
-    scale = layered.mean_location
-    clip = look_around_frames(layered.mesh, frames, frame_width, frame_height, view_fov, path,
-                              tuple(move * scale for move in translate), supersampling,
-                              progress=lambda i, n: progress(1 + i, frames + 1))
-    return clip, layered
+            Types.VideoComponents(images=result.frames, audio=None, frame_rate=Fraction(round(fps * 1000), 1000)))
+        return io.NodeOutput(to_output_device(result.frames), video, "\n".join(map(str, result.mesh_paths)),
+                             Types.MESH(*result.first_mesh), ui=preview)
 
 
 NODES = [InpaintedMeshVideo]

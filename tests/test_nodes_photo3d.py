@@ -8,7 +8,7 @@ import torch
 SETTINGS = {
     "path": "circle", "frames": 4, "fps": 8.0, "translate_x": 0.04, "translate_y": 0.02, "translate_z": 0.05,
     "crop": 0.0, "supersampling": 2, "fov": 55.0, "format": "mp4", "mesh_format": "ply",
-    "filename_prefix": "3d_photo/test", "edge_threshold": 0.1, "background_extension": 0.05,
+    "filename_prefix": "3d_photo/test", "edge_threshold": 0.1, "background_extension": 0.05, "panorama": False,
 }
 
 
@@ -106,3 +106,27 @@ def test_missing_codec_names_the_alternative(pack, comfy_output_dir, monkeypatch
 def test_empty_batch_is_a_clear_error(pack, comfy_output_dir):
     with pytest.raises(ValueError, match="empty"):
         run(pack, torch.zeros(0, 8, 8, 3), step_depth(pack, 8, 8))
+
+
+def test_interrupting_a_batch_leaves_none_of_its_files(pack, comfy_output_dir, monkeypatch):
+    """The first image's mesh is finished when the second image is cancelled: it must not stay behind alone."""
+    import comfy.model_management
+
+    steps = {"count": 0}
+    frames = 3
+
+    def interrupt_in_the_second_image():
+        steps["count"] += 1
+        if steps["count"] > frames + 2:  # past the first image's layers and frames
+            raise comfy.model_management.InterruptProcessingException()
+
+    monkeypatch.setattr(comfy.model_management, "throw_exception_if_processing_interrupted",
+                        interrupt_in_the_second_image)
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        run(pack, torch.rand(2, 12, 16, 3), step_depth(pack, 12, 16), frames=frames, mesh_format="glb")
+    assert files_in(comfy_output_dir) == []
+    monkeypatch.undo()
+    mesh_paths = run(pack, torch.rand(2, 12, 16, 3), step_depth(pack, 12, 16), frames=frames).args[2]
+    assert len(mesh_paths.splitlines()) == 2
+    assert sorted(files_in(comfy_output_dir)) == ["3d_photo/test_00001_.mp4", "3d_photo/test_00001_.ply",
+                                                  "3d_photo/test_00002_.ply"]
