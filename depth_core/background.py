@@ -108,6 +108,12 @@ DEFAULT_MODEL = "isnet-general-use"
 # Input rules of model files (finding and fetching them: model_files.py)
 
 
+def known_contract(choice: str) -> InputContract | None:
+    """The input rule of a model chosen by its rembg name; None for a file (its own name then decides)."""
+    model = BACKGROUND_MODELS.get(choice)
+    return model.contract if model is not None else None
+
+
 def contract_for_file(path: str | os.PathLike) -> InputContract | None:
     """The input rule of a known model whose name the file name starts with (longest name wins), e.g.
     isnet-general-use-quint8.onnx is an IS-Net; None if the name says nothing."""

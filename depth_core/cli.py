@@ -3,6 +3,8 @@
     python -m depth_core                         # weight-free demo on the Middlebury pair shipped by scikit-image
     python -m depth_core photo.jpg photos/ --model depth_anything_v2_vits.pth --out out/
     python -m depth_core photo.jpg --depth photo_depth.png --outputs sbs,anaglyph,mesh
+    python -m depth_core photo.jpg --model depth_anything_v2_vits.pth --boost --outputs depth,photo3d
+    python -m depth_core photo.jpg --model depth_anything_v2_vits.pth --outputs cutout,mask,mesh --mask-depth
     python -m depth_core clip.mp4 --model video_depth_anything_vits.pth --outputs depth --raw-depth --out out/
     python -m depth_core convert clip.mp4 --model depth_anything_v2_vits.pth --to vr180 --out 3d/   # videos to 3D
 """
@@ -23,7 +25,7 @@ from .image import image_to_uint8, numpy_to_image, psnr_uint8
 from .video_io import is_video_path
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-ALL_OUTPUTS = ("depth", "normal", "sbs", "anaglyph", "mesh")
+ALL_OUTPUTS = ("depth", "normal", "sbs", "anaglyph", "mesh", "photo3d", "cutout", "mask")
 DEFAULT_OUTPUTS = "depth,normal,sbs,anaglyph"
 
 
@@ -70,6 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Video Depth Anything on videos: windows (the authors' offline 32-frame windows, the "
                              "most consistent) or streaming (one frame at a time with cached temporal state, lower "
                              "latency); image models are stabilized over a sliding window instead")
+    add_node_options(parser)
     args = parser.parse_args(argv)
     args.outputs = [name.strip() for name in args.outputs.split(",") if name.strip()]
     unknown = sorted(set(args.outputs) - set(ALL_OUTPUTS))
@@ -79,7 +82,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("give --model (a depth network) or --depth (a depth map) for your images")
     if args.depth and len(args.inputs) != 1:
         parser.error("--depth needs exactly one input image")
+    if args.boost and not args.model:
+        parser.error("--boost refines a depth network's estimate: give --model")
     return args
+
+
+def add_node_options(parser: argparse.ArgumentParser) -> None:
+    """What the Boost Merge, Remove Background, Mask Depth and 3D Photo nodes offer, as options."""
+    from .model_files import MERGE_METHODS
+    from .photo3d.paths import PATH_NAMES
+
+    boost = parser.add_argument_group("high-resolution depth (Boost Merge)")
+    boost.add_argument("--boost", action="store_true",
+                       help="estimate at several resolutions and merge patches (Miangoleh et al.): sharper, slower")
+    boost.add_argument("--merge", default="auto", choices=MERGE_METHODS,
+                       help="auto: the authors' pix2pix network when latest_net_G.pth is in --models-dir, else the "
+                            "weight-free frequency split; pix2pix downloads it (default: auto)")
+    boost.add_argument("--max-whole-size", type=int, default=1600,
+                       help="largest size the whole image is estimated at (default 1600)")
+    background = parser.add_argument_group("background removal (outputs cutout, mask; --mask-depth)")
+    background.add_argument("--background-model", default="isnet-general-use",
+                            help="a rembg model name or an .onnx file in the rembg folder beside --models-dir "
+                                 "(default: isnet-general-use)")
+    background.add_argument("--mask-depth", action="store_true",
+                            help="set the depth's background to the subject's farthest depth before the other "
+                                 "outputs (meshes and 3D photos of the subject alone)")
+    photo3d = parser.add_argument_group("3D photo (output photo3d: <name>_photo3d.mp4 and a layered mesh)")
+    photo3d.add_argument("--camera-path", default="circle", choices=PATH_NAMES, help="camera move (default: circle)")
+    photo3d.add_argument("--frames", type=int, default=90, help="frames of the video (default 90)")
+    photo3d.add_argument("--fps", type=float, default=30.0, help="frames per second (default 30)")
+    photo3d.add_argument("--video-format", default="mp4", choices=("mp4", "webm"), help="default: mp4")
+    photo3d.add_argument("--photo3d-mesh", default="ply", choices=("ply", "glb", "obj", "none"),
+                         help="mesh file of the 3D photo (default: ply, readable by the old extension's tools)")
 
 
 def pick_device(name: str) -> torch.device:
@@ -167,9 +201,11 @@ def write_outputs(stem: str, image: torch.Tensor, depth: Depth, args: argparse.N
 
     args.out.mkdir(parents=True, exist_ok=True)
     depth = match_depth_to_images(depth, 1, tuple(image.shape[1:3]))
+    depth, written = write_background_outputs(stem, image, depth, args)
+    if "photo3d" in args.outputs:
+        written += write_photo3d(stem, image, depth, args)
     if getattr(args, "panorama", None):
-        return write_panorama_outputs(stem, image, depth, args)
-    written: list[Path] = []
+        return written + write_panorama_outputs(stem, image, depth, args)
     if "depth" in args.outputs:
         written.append(save_depth_png16(args.out / f"{stem}_depth.png", depth))
     if "normal" in args.outputs:
@@ -186,6 +222,61 @@ def write_outputs(stem: str, image: torch.Tensor, depth: Depth, args: argparse.N
         mesh = depth_to_mesh(image[0], depth)
         written.append(Path(save_mesh(mesh, args.out / f"{stem}_mesh.glb")[0]))
     return written
+
+
+def write_background_outputs(stem: str, image: torch.Tensor, depth: Depth,
+                             args: argparse.Namespace) -> tuple[Depth, list[Path]]:
+    """<name>_cutout.png (RGBA) and <name>_mask.png (white = subject) with --background-model, and the depth with
+    its background set far (--mask-depth); the depth unchanged when none of them is asked for."""
+    if not ({"cutout", "mask"} & set(args.outputs) or args.mask_depth):
+        return depth, []
+    from .background import known_contract, load_network, mask_depth, remove_background
+
+    device = pick_device(args.device)
+    try:
+        path = model_files(args).background_model(args.background_model)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from error
+    network = load_network(path, known_contract(args.background_model), device)
+    cutouts, masks = remove_background(network, image, device=device).stacked()
+    written = []
+    if "cutout" in args.outputs:
+        written.append(write_png(args.out / f"{stem}_cutout.png", cutouts[0]))
+    if "mask" in args.outputs:
+        written.append(write_png(args.out / f"{stem}_mask.png", masks[0]))
+    return (mask_depth(depth, masks.cpu()) if args.mask_depth else depth), written
+
+
+def write_photo3d(stem: str, image: torch.Tensor, depth: Depth, args: argparse.Namespace) -> list[Path]:
+    """<name>_photo3d.<mp4|webm> (the camera move) and <name>_photo3d.<ply|glb|obj> (the layered, inpainted mesh)."""
+    from .photo3d.workflow import Photo3DSettings, load_inpainter, make_photo3d
+
+    settings = Photo3DSettings(path=args.camera_path, frames=args.frames, fps=args.fps,
+                               video_format=args.video_format, mesh_format=args.photo3d_mesh,
+                               panorama=bool(getattr(args, "panorama", None)))
+    device = pick_device(args.device)
+    meshes = [] if args.photo3d_mesh == "none" else [args.out / f"{stem}_photo3d.{args.photo3d_mesh}"]
+    inpainter = load_inpainter(model_files(args).inpainting_networks(), device)
+    try:
+        result = make_photo3d(image, depth, settings, args.out / f"{stem}_photo3d.{args.video_format}", meshes,
+                              device, inpainter, print_progress(f"{stem} 3D photo"))
+    except ValueError as error:
+        raise SystemExit(f"error: {stem}: {error}") from error
+    return [result.video_path, *result.mesh_paths]
+
+
+def boost_image(estimator, image: torch.Tensor, args: argparse.Namespace) -> Depth:
+    """Boost Merge of one image (--boost), with the merge network --merge chooses."""
+    from .boost import BoostSettings, boost_depth, merger_for
+
+    merger = merger_for(model_files(args).merge_network(args.merge))
+    generator = getattr(merger, "generator", None)
+    if generator is not None:
+        generator.to(estimator.device)
+    depth, report = boost_depth(estimator, image.permute(0, 3, 1, 2), merger,
+                                BoostSettings(max_whole_size=args.max_whole_size), progress=print_progress("boost"))
+    print(report.describe())
+    return depth
 
 
 def write_panorama_outputs(stem: str, image: torch.Tensor, depth: Depth, args: argparse.Namespace) -> list[Path]:
@@ -315,6 +406,8 @@ def estimate_image(estimator, image: torch.Tensor, resolution, args: argparse.Na
     from .models.marigold import MarigoldEstimator, MarigoldSettings
     from .tiling import tileable_depth
 
+    if args.boost:
+        return boost_image(estimator, image, args)
     settings = {}
     if isinstance(estimator, MarigoldEstimator):
         settings["settings"] = MarigoldSettings(args.steps, args.ensemble, None, args.seed)

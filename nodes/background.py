@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..depth_core.background import (BACKGROUND_MODELS, DEFAULT_MODEL, MaskSettings, load_network, mask_depth,
+from ..depth_core.background import (DEFAULT_MODEL, MaskSettings, known_contract, load_network, mask_depth,
                                      parse_colour, remove_background)
 from ._common import (CATEGORY, comfy_progress, compute_device, depth_input, depth_outputs, depth_picture,
                       read_depth, to_output_device)
@@ -79,8 +79,7 @@ class RemoveBackground(io.ComfyNode):
         settings = MaskSettings(threshold=threshold, grow=grow, feather=feather, alpha_matting=alpha_matting)
         path = model_files(allow_download=download).background_model(model)
         device = compute_device()
-        network = load_network(path, BACKGROUND_MODELS[model].contract if model in BACKGROUND_MODELS else None,
-                               device)
+        network = load_network(path, known_contract(model), device)
         result = remove_background(network, images, settings, fill, device, comfy_progress(images.shape[0]))
         cutouts, masks = result.stacked()
         return io.NodeOutput(to_output_device(cutouts), to_output_device(masks))
