@@ -30,4 +30,5 @@ class DepthToolkitExtension(ComfyExtension):
 
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        await self.on_load()  # ComfyUI 0.8 asks for the node list but never calls on_load; both are idempotent
         return all_nodes()

@@ -119,7 +119,7 @@ def test_model_folders_are_registered_when_the_extension_loads(pack, monkeypatch
 
     for name in ("depth", "depthanything", "rembg"):
         monkeypatch.delitem(folder_paths.folder_names_and_paths, name, raising=False)
-    asyncio.run(pack.nodes.DepthToolkitExtension().on_load())
+    asyncio.run(pack.nodes.DepthToolkitExtension().get_node_list())  # what ComfyUI calls at start-up
     for name in ("depth", "depthanything", "rembg"):
         assert os.path.join(folder_paths.models_dir, name) in folder_paths.get_folder_paths(name)
     assert ".safetensors" in folder_paths.folder_names_and_paths["depth"][1]
