@@ -301,12 +301,13 @@ def align_views(predictions: torch.Tensor, kind: DepthKind, views: ViewSet,
     count = predictions.shape[0]
     directions = equirectangular_directions(2 * grid_height, grid_height, predictions.device, torch.float32)
     located = locate_in_views(directions, views)
-    sampled = _sample(predictions.float(), located.grid).reshape(count, -1).double()
-    ray_length = located.ray_length.reshape(count, -1).double()
-    weight = located.weight.reshape(count, -1).double()
+    # The system is small (a coarse grid, a few unknowns per view): solved on the CPU in double precision.
+    sampled = _sample(predictions.float(), located.grid).reshape(count, -1).double().cpu()
+    ray_length = located.ray_length.reshape(count, -1).double().cpu()
+    weight = located.weight.reshape(count, -1).double().cpu()
     # Rows of the equirectangular grid shrink towards the poles: weigh them by their solid angle.
-    latitude_weight = torch.cos(torch.asin(directions[..., 1].clamp(-1, 1))).reshape(-1).double()
-    pairs = _overlap_pairs(located.weight)
+    latitude_weight = torch.cos(torch.asin(directions[..., 1].clamp(-1, 1))).reshape(-1).double().cpu()
+    pairs = _overlap_pairs(weight)
     if not pairs:
         raise ValueError("The panorama's views do not overlap; use more padding.")
     rows, targets, weights = [], [], []
@@ -318,12 +319,12 @@ def align_views(predictions: torch.Tensor, kind: DepthKind, views: ViewSet,
             rows.append(block)
             targets.append(log_distance[b, shared] - log_distance[a, shared])
             weights.append(weight[a, shared] * weight[b, shared] * latitude_weight[shared])
-        rows_all, target_all, weight_all = torch.cat(rows).cpu(), torch.cat(targets).cpu(), torch.cat(weights).cpu()
+        rows_all, target_all, weight_all = torch.cat(rows), torch.cat(targets), torch.cat(weights)
         log_scale = _robust_least_squares(rows_all, target_all, weight_all,
                                                     torch.full((count,), 1.0 / count, dtype=torch.float64), 0.0)
         scale = torch.exp(log_scale)
         shift = torch.zeros_like(scale)
-        common = scale[:, None].to(sampled.device) * sampled * ray_length
+        common = scale[:, None] * sampled * ray_length
         return Alignment(scale.float(), shift.float(), _disagreement(common, pairs))
     # Relative: standardize each view first so the unknowns are of order 1 whatever the network's output range.
     centre = sampled.median(dim=1, keepdim=True).values
@@ -337,16 +338,16 @@ def align_views(predictions: torch.Tensor, kind: DepthKind, views: ViewSet,
         block[:, 2 * b + 1] = -1.0 / ray_length[b, shared]
         rows.append(block)
         weights.append(weight[a, shared] * weight[b, shared] * latitude_weight[shared])
-    rows_all, weight_all = torch.cat(rows).cpu(), torch.cat(weights).cpu()
+    rows_all, weight_all = torch.cat(rows), torch.cat(weights)
     anchor = torch.zeros(2 * count, dtype=torch.float64)
     anchor[0::2] = 1.0 / count
     solution = _robust_least_squares(rows_all, torch.zeros(rows_all.shape[0], dtype=torch.float64),
                                                weight_all, anchor, 1.0)
     s, t = solution[0::2], solution[1::2]
     # Back to the raw prediction: s (p - c) / m + t = (s / m) p + (t - s c / m).
-    scale = s / spread[:, 0].cpu()
-    shift = t - scale * centre[:, 0].cpu()
-    common = (scale[:, None].to(sampled.device) * sampled + shift[:, None].to(sampled.device)) / ray_length
+    scale = s / spread[:, 0]
+    shift = t - scale * centre[:, 0]
+    common = (scale[:, None] * sampled + shift[:, None]) / ray_length
     return Alignment(scale.float(), shift.float(), _disagreement(common, pairs))
 
 

@@ -68,12 +68,12 @@ class TruthEstimator:
         self.calls += 1
         batch, height, width = images.shape[:3]
         focal = 0.5 * width / math.tan(math.radians(self.fov_degrees) / 2.0)
-        x = (torch.arange(width) + 0.5 - width / 2.0) / focal
-        y = (torch.arange(height) + 0.5 - height / 2.0) / focal
+        x = (torch.arange(width, device=images.device) + 0.5 - width / 2.0) / focal
+        y = (torch.arange(height, device=images.device) + 0.5 - height / 2.0) / focal
         ray_length = torch.sqrt(x[None, :] ** 2 + y[:, None] ** 2 + 1.0)
         axis_depth = images[..., 2].float() * MAX_DISTANCE / ray_length
         if not self.relative:
             return Depth(axis_depth, DepthKind.METRIC, self.name)
-        scale = 0.5 + 4.0 * torch.rand(batch, 1, 1, generator=self.generator)
-        shift = 2.0 * torch.rand(batch, 1, 1, generator=self.generator) - 0.5
+        scale = (0.5 + 4.0 * torch.rand(batch, 1, 1, generator=self.generator)).to(images.device)
+        shift = (2.0 * torch.rand(batch, 1, 1, generator=self.generator) - 0.5).to(images.device)
         return Depth(scale / axis_depth + shift, DepthKind.RELATIVE_INVERSE, self.name)

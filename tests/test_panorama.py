@@ -160,6 +160,20 @@ def test_not_two_to_one_is_refused_and_a_photo_is_warned_about(caplog):
     assert check_panorama(torch.roll(panorama, 37, dims=2)) == []
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_panorama_depth_and_stereo_on_the_gpu_match_the_cpu(room):
+    image, distance = room
+    cpu, _ = estimate_panorama_depth(TruthEstimator(90.0, relative=True, seed=1), image)
+    gpu, _ = estimate_panorama_depth(TruthEstimator(90.0, relative=True, seed=1), image, device="cuda")
+    assert gpu.values.device.type == "cpu"
+    torch.testing.assert_close(gpu.values, cpu.values, rtol=1e-3, atol=1e-4)
+    depth = Depth(distance, DepthKind.METRIC)
+    cpu_eyes = ods_views(image, depth, OdsSettings(ipd_mm=200.0))
+    gpu_eyes = ods_views(image, depth, OdsSettings(ipd_mm=200.0), device="cuda")
+    for cpu_eye, gpu_eye in zip(cpu_eyes, gpu_eyes):
+        assert float((cpu_eye - gpu_eye).abs().mean()) < 1e-3
+
+
 # --- 360° stereo ------------------------------------------------------------------------------------------------
 
 
