@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from .depth import Depth, DepthKind, normalize_min_max
 from .image import gaussian_blur
+from .interrupt import interruptible
 from .progress import ProgressFn, no_progress
 
 Rect = tuple[int, int, int, int]
@@ -304,7 +305,7 @@ class Pix2PixMerger:
     def merge(self, low: torch.Tensor, high: torch.Tensor, low_pixel: float) -> torch.Tensor:
         parameter = next(self.generator.parameters())
         pair = torch.cat([normalize_min_max(low), normalize_min_max(high)], 1) * 2.0 - 1.0
-        with torch.inference_mode():
+        with torch.inference_mode(), interruptible(self.generator):
             merged = self.generator(pair.to(parameter.device, parameter.dtype)).float().to(low.device)
         self.passes += low.shape[0]
         return (merged + 1.0) / 2.0

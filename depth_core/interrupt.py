@@ -2,7 +2,7 @@
 
 A host (the ComfyUI nodes) installs a check with `set_interrupt_check`: a function that raises when the user wants
 to stop. Progress callbacks already give an interrupt point between images; `interruptible(network)` adds one before
-every block of a network (each element of its ModuleLists and Sequentials), so even a single huge image stops
+every block of a network (its children, each element of its ModuleLists and Sequentials), so even a single huge image stops
 within one block instead of running to the end. Without an installed check nothing is hooked and nothing is paid.
 """
 from __future__ import annotations
@@ -31,9 +31,10 @@ def check_interrupt() -> None:
 
 
 def network_blocks(network: torch.nn.Module) -> list[torch.nn.Module]:
-    """The blocks of a network: every element of its ModuleLists and Sequentials (transformer blocks, encoder
-    stages, decoder levels), which is where a forward pass spends its time, in any family's code."""
-    blocks = []
+    """The blocks of a network: its direct children and every element of its ModuleLists and Sequentials
+    (transformer blocks, encoder stages, decoder levels), which is where a forward pass spends its time, in any
+    family's code."""
+    blocks = list(network.children())
     for module in network.modules():
         if isinstance(module, (torch.nn.ModuleList, torch.nn.Sequential)):
             blocks.extend(module.children())

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..interrupt import interruptible
 from ..loading import load_state_dict
 
 NETWORK_FILES = ("edge-model.pth", "depth-model.pth", "color-model.pth")
@@ -235,6 +236,11 @@ class ContextAwareInpainter:
 
     @torch.no_grad()
     def __call__(self, hole: torch.Tensor, context: torch.Tensor, rgb: torch.Tensor,
+                 distance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with interruptible(self.edge), interruptible(self.depth), interruptible(self.color):
+            return self._inpaint(hole, context, rgb, distance)
+
+    def _inpaint(self, hole: torch.Tensor, context: torch.Tensor, rgb: torch.Tensor,
                  distance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         device = next(self.depth.parameters()).device
         height, width = hole.shape
