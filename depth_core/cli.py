@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "360° stereo (<name>_360_TB.png), the mesh a sphere; no normal map")
     parser.add_argument("--raw-depth", action="store_true",
                         help="videos: also write <name>_depth.npy, the raw float32 [T,H,W] model output, frame by "
-                             "frame (memory-mapped)")
+                             "frame (memory-mappable)")
     parser.add_argument("--variant", default="auto",
                         help="what a Depth Anything file holds when its name does not say: relative, v1 relative, "
                              "metric indoor (max 20 m), metric outdoor (max 80 m) (default: auto, from the name)")

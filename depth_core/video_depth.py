@@ -438,7 +438,7 @@ class VideoDepthFiles:
     preview: Path | None
     """8-bit H.264 mp4 of the same picture."""
     raw: Path | None
-    """float32 [T,H,W] .npy of the raw network output (memory-mappable)."""
+    """float32 [T,H,W] .npy of the raw network output, written frame by frame (readers memory-map it)."""
     info: VideoInfo
     frame_count: int
     nearness: NearnessRange
@@ -468,12 +468,14 @@ def write_video_depth(estimator: DepthEstimator, video: str | os.PathLike, depth
         depth_writer = outputs.enter_context(DepthVideoWriter(depth_video, info.width, info.height, info.fps, tags))
         preview_writer = (outputs.enter_context(DeliveryVideoWriter(preview, info.width, info.height, info.fps))
                           if preview is not None else None)
-        raw_array = None
+        raw_file = None
         if raw is not None:
+            # Plain appends rather than a writable memory map, whose dirty pages would stay resident: the file is a
+            # standard .npy that readers memory-map (np.load(path, mmap_mode="r")).
             Path(raw).parent.mkdir(parents=True, exist_ok=True)
-            raw_temporary = outputs.enter_context(atomic_path(raw))
-            raw_array = np.lib.format.open_memmap(raw_temporary, mode="w+", dtype=np.float32,
-                                                  shape=(total, info.height, info.width))
+            raw_file = outputs.enter_context(open(outputs.enter_context(atomic_path(raw)), "xb"))
+            np.lib.format.write_array_header_1_0(raw_file, {"descr": "<f4", "fortran_order": False,
+                                                            "shape": (total, info.height, info.width)})
         for values in itertools.chain([first], depth_chunks):
             if written + values.shape[0] > total:
                 raise VideoReadError(f"{Path(video).name} decoded to more frames than its {total} packets.")
@@ -481,14 +483,11 @@ def write_video_depth(estimator: DepthEstimator, video: str | os.PathLike, depth
             depth_writer.write(codes)
             if preview_writer is not None:
                 preview_writer.write((codes >> 8).astype(np.uint8))
-            if raw_array is not None:
-                raw_array[written:written + values.shape[0]] = values.numpy()
+            if raw_file is not None:
+                raw_file.write(np.ascontiguousarray(values.numpy(), dtype="<f4").tobytes())
             if keep_frames:
                 kept.append(values)
             written += values.shape[0]
-        if raw_array is not None:
-            raw_array.flush()
-            del raw_array
     depth = Depth(torch.cat(kept), estimator.output_kind, estimator.name) if keep_frames else None
     return VideoDepthFiles(Path(depth_video), Path(preview) if preview is not None else None,
                            Path(raw) if raw is not None else None, info, written, mapping, depth)
