@@ -267,6 +267,24 @@ def build_test_checkpoints(models_dir: Path, workflows: list[Path]) -> dict[str,
         CHECKPOINT_FAMILIES[entry.filename] = family
         if is_depth_network:
             DEPTH_NETWORK_FILES.add(entry.filename)
+    built.update(build_test_marigold_folders(models_dir, referenced))
+    return built
+
+
+def build_test_marigold_folders(models_dir: Path, referenced: set[str]) -> dict[str, Path]:
+    """A tiny random Marigold pipeline in the official diffusers folder layout under each Marigold folder name a
+    workflow chooses, so Marigold workflows run Marigold (through diffusers) and not a stand-in network."""
+    import importlib.util
+
+    from depth_core.models import marigold
+
+    spec = importlib.util.spec_from_file_location("marigold_tiny", ROOT / "tests" / "marigold_tiny.py")
+    tiny = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tiny)
+    built = {}
+    for name in sorted(referenced & set(marigold.known_folders())):
+        built[name] = tiny.build_tiny_marigold(models_dir / name)
+        CHECKPOINT_FAMILIES[name] = "marigold"
     return built
 
 
