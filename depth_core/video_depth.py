@@ -60,7 +60,8 @@ VideoMode = Literal["windows", "streaming"]
 VIDEO_MODES: tuple[VideoMode, ...] = ("windows", "streaming")
 
 DEFAULT_STABILIZE_WINDOW = 8
-DEFAULT_CUT_THRESHOLD = 0.3
+DEFAULT_CUT_THRESHOLD = 0.2
+"""Consecutive pans and zooms stay below 0.06 on the test clips, cuts between different photos reach 0.33-0.77."""
 
 
 def is_video_model(estimator: DepthEstimator) -> bool:
