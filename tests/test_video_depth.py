@@ -253,7 +253,10 @@ def test_scene_cuts_are_found_and_stabilization_restarts_there():
                                                      cut_threshold=1.0)))
     # After the cut, depth follows the new shot's own content, not a fit to the old shot's frames.
     new_shot = flickering_estimator().predict(frames[17:18]).values
-    error = lambda values: float((values[17] - values[17].mean() - (new_shot[0] - new_shot[0].mean())).abs().mean())  # noqa: E731
+
+    def error(values: torch.Tensor) -> float:
+        return float((values[17] - values[17].mean() - (new_shot[0] - new_shot[0].mean())).abs().mean())
+
     assert error(steady) < error(smeared)
 
 

@@ -387,7 +387,8 @@ def small_test_panorama(height: int = 64):
 def uploaded_images(comfy_server) -> dict[str, str]:
     """Small photos uploaded to the server's input folder, by role: "photo" (RGB), "second" (another RGB photo of
     the same size, e.g. a stereo right view), "mask" (a PNG with alpha, for LoadImageMask-style inputs) and
-    "panorama" (2:1, wrapping around; for loaders whose workflow file name mentions a panorama)."""
+    "panorama" (2:1, wrapping around; for loaders whose workflow file name mentions a panorama), and "video" (a short
+    clip in the input folder, for core Load Video)."""
     import numpy as np
     from PIL import Image
     from skimage import data
