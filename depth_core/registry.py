@@ -20,7 +20,7 @@ from .models.base import KnownModel
 from .video_depth import VideoDepthEstimator
 
 DEPTH_FAMILIES = ("video_depth_anything", "depth_anything_v2", "midas_dpt", "midas_v21", "leres", "zoedepth",
-                  "depth_pro")
+                  "depth_pro", "depth_anything_3")
 """Family modules of networks that predict depth from an image, in the order they are tried (Video Depth Anything
 first: its checkpoints hold a Depth Anything V2 network plus temporal modules)."""
 

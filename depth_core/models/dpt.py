@@ -21,9 +21,12 @@ HeadLayout = Literal["midas", "depth_anything"]
 """midas: `output_conv` = conv, x2 upsample, conv, ReLU, conv, ReLU (MiDaS v2.1 / 3.x).
 depth_anything: `output_conv1` conv, resize to the patch grid x patch size, then `output_conv2`."""
 
-HeadActivation = Literal["relu", "sigmoid"]
+HeadActivation = Literal["relu", "sigmoid", "none"]
 """Last layer of the head: ReLU for relative depth, sigmoid for metric Depth Anything V2 (a fraction of its
-maximum depth). Neither has parameters, so both load the same state dict."""
+maximum depth), none for Depth Anything 3 (its family module applies exp). None has parameters, so all load the
+same state dict."""
+
+_HEAD_ACTIVATIONS = {"relu": lambda: nn.ReLU(True), "sigmoid": nn.Sigmoid, "none": nn.Identity}
 
 
 class ReadoutProject(nn.Module):
@@ -107,9 +110,11 @@ class FeatureFusionBlock(nn.Module):
         expand: bool = False,
         align_corners: bool = True,
         skip_after_activation: bool = False,
+        lateral: bool = True,
     ) -> None:
         super().__init__()
-        self.resConfUnit1 = ResidualConvUnit(features, use_bn, skip_after_activation)
+        # The coarsest block never gets a skip; Depth Anything 3 leaves its unused unit out of the checkpoint.
+        self.resConfUnit1 = ResidualConvUnit(features, use_bn, skip_after_activation) if lateral else None
         self.resConfUnit2 = ResidualConvUnit(features, use_bn, skip_after_activation)
         if out_conv:
             self.out_conv = nn.Conv2d(features, features // 2 if expand else features, kernel_size=1, bias=True)
@@ -147,6 +152,8 @@ class DecoderConfig:
     """Of the midas head's x2 upsampling (True for DPT, False for v2.1)."""
     head_hidden: int = 32
     head_activation: HeadActivation = "relu"
+    coarsest_lateral: bool = True
+    """Whether refinenet4 has the (unused) lateral unit resConfUnit1, as every checkpoint but Depth Anything 3's."""
 
 
 class DPTDecoder(nn.Module):
@@ -166,6 +173,7 @@ class DPTDecoder(nn.Module):
                 expand=config.expand and level > 1,
                 align_corners=config.align_corners,
                 skip_after_activation=config.skip_after_activation,
+                lateral=level < 4 or config.coarsest_lateral,
             )
             self.add_module(f"refinenet{level}", block)
         hidden = config.head_hidden
@@ -184,7 +192,7 @@ class DPTDecoder(nn.Module):
                 nn.Conv2d(f // 2, hidden, kernel_size=3, padding=1),
                 nn.ReLU(True),
                 nn.Conv2d(hidden, 1, kernel_size=1),
-                nn.Sigmoid() if config.head_activation == "sigmoid" else nn.ReLU(True),
+                _HEAD_ACTIVATIONS[config.head_activation](),
             )
         else:
             raise ValueError(f"unknown DPT head layout {config.head!r}")
@@ -203,11 +211,15 @@ class DPTDecoder(nn.Module):
         """Finest fusion output -> [B,1,h,w] non-negative prediction. `out_size` only for the depth_anything layout."""
         if self.config.head == "midas":
             return self.output_conv(path_1)
-        out = self.output_conv1(path_1)
+        return self.output_conv2(self.neck(path_1, out_size))
+
+    def neck(self, path_1: torch.Tensor, out_size: Sequence[int] | None) -> torch.Tensor:
+        """The depth_anything layout's shared features before `output_conv2` (Depth Anything 3's sky head reads
+        them too): `output_conv1`, resized to the patch grid x patch size."""
         if out_size is None:
             raise ValueError("the depth_anything head needs the output size")
-        out = F.interpolate(out, size=tuple(out_size), mode="bilinear", align_corners=True)
-        return self.output_conv2(out)
+        out = self.output_conv1(path_1)
+        return F.interpolate(out, size=tuple(out_size), mode="bilinear", align_corners=True)
 
     def forward(self, layers: Sequence[torch.Tensor], out_size: Sequence[int] | None = None) -> torch.Tensor:
         return self.head(self.fuse(layers)[-1], out_size)
