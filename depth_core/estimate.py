@@ -1,6 +1,7 @@
 """Running a depth network on images: the authors' preprocessing, memory-bounded chunks, upsampling, masking."""
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from contextlib import nullcontext
@@ -94,6 +95,14 @@ def cap_network_size(size: tuple[int, int], max_pixels: int, multiple: int) -> t
     return height, width
 
 
+@functools.lru_cache(maxsize=64)
+def _warn_capped(width: int, height: int, planned: tuple[int, int], capped: tuple[int, int]) -> None:
+    """Say once per image size (not once per chunk) that the plan was capped."""
+    log.warning("A %dx%d image would need a %dx%d network input; it runs at %dx%d instead, at its own aspect "
+                "ratio, so that it ends in reasonable time.", width, height, planned[1], planned[0], capped[1],
+                capped[0])
+
+
 class DepthEstimator:
     """A depth network with its model card: images in, raw depth out."""
 
@@ -127,9 +136,7 @@ class DepthEstimator:
         capped = cap_network_size(planned, max_network_pixels(self.card.preprocess, net_size),
                                   self.card.preprocess.multiple_of)
         if capped != planned:
-            log.warning("A %dx%d image would need a %dx%d network input; it runs at %dx%d instead (at most %d "
-                        "network pixels).", width, height, planned[1], planned[0], capped[1], capped[0],
-                        max_network_pixels(self.card.preprocess, net_size))
+            _warn_capped(width, height, planned, capped)
         return capped
 
     def planned_size(self, height: int, width: int, net_size: Resolution = None) -> tuple[int, int]:
