@@ -94,6 +94,19 @@ def test_licences_follow_the_authors():
         assert licences[name] == "CC-BY-NC-4.0"
 
 
+@pytest.mark.parametrize("filename", ["video_depth_anything_vits.pth", "metric_video_depth_anything_vitl.pth"])
+def test_missing_file_offline_names_file_folder_and_official_address(tmp_path, filename):
+    from depth_core.loading import ModelFileMissingError
+    from depth_core.model_files import ModelFiles, ModelFolders
+
+    with pytest.raises(ModelFileMissingError) as error:
+        ModelFiles(ModelFolders.of([tmp_path]), allow_download=False).depth_network(filename)
+    message = str(error.value)
+    assert filename in message and str(tmp_path) in message
+    assert f"huggingface.co/depth-anything/{'Metric-' if filename.startswith('metric') else ''}Video-Depth-Anything-" \
+           in message
+
+
 def test_checkpoint_loads_strictly_into_a_video_estimator(vda_file, tmp_path):
     estimator = build_estimator(vda_file)
     assert isinstance(estimator, VideoDepthEstimator) and estimator.output_kind is DepthKind.RELATIVE_INVERSE

@@ -303,6 +303,14 @@ _SIZES = {"vits": ("Small", SMALL, "Apache-2.0"), "vitb": ("Base", BASE, "CC-BY-
 models' Hugging Face cards give the same licence per size (Metric-Video-Depth-Anything-Small: apache-2.0)."""
 
 
+_SHA256 = {
+    "video_depth_anything_vits.pth": "13379300b739e659f076a59d52e9801bd8d38c541a7e71f73bbca4dcfb013609",
+    "video_depth_anything_vitl.pth": "43df27c6b396042ba34ff7b798ab279f64d204d2e86d7a373968f8fa36d0e6fa",
+}
+"""The Hugging Face LFS object ids shown on the official file pages; the other files are checked against the
+server's digest."""
+
+
 def _known(encoder: str, metric: bool) -> KnownModel:
     size, config, license_name = _SIZES[encoder]
     prefix = "metric_" if metric else ""
@@ -313,7 +321,7 @@ def _known(encoder: str, metric: bool) -> KnownModel:
         config=replace(config, metric=metric),
         filename=filename,
         urls=(f"https://huggingface.co/depth-anything/{repo}/resolve/main/{filename}",),
-        sha256=None,
+        sha256=_SHA256.get(filename),
         license=license_name,
     )
 
