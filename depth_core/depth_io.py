@@ -50,8 +50,10 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return write_bytes_atomic(path, data)
 
 
-def _metadata(depth: Depth, **extra) -> dict:
-    return {"kind": depth.kind.value, "source": depth.source, "version": 1, **extra}
+def _metadata(depth: Depth, index: int, **extra) -> dict:
+    fov = depth.fov_for(index)
+    camera = {} if fov is None else {"fov_degrees": fov}
+    return {"kind": depth.kind.value, "source": depth.source, "version": 1, **camera, **extra}
 
 
 def _png_text_chunk(key: str, text: str) -> bytes:
@@ -96,8 +98,8 @@ def png16_codes(depth: Depth, normalize: str = "per_image", invert: bool = False
     codes = torch.round(unit * 65535.0).to(torch.int32)
     if invert:
         codes = 65535 - codes
-    metadata = [_metadata(depth, encoding="nearness16", nearness_low=float(low[i]), nearness_high=float(high[i]),
-                          inverted=bool(invert)) for i in range(depth.batch_size)]
+    metadata = [_metadata(depth, i, encoding="nearness16", nearness_low=float(low[i]),
+                          nearness_high=float(high[i]), inverted=bool(invert)) for i in range(depth.batch_size)]
     return codes.numpy().astype(np.uint16), metadata
 
 
@@ -172,12 +174,12 @@ def encode_depth_files(depth: Depth, file_format: str, normalize: str = "per_ima
         return [(encode_png16(codes[i], metadata[i], extra_text), None) for i in range(depth.batch_size)]
     values = depth.values.detach().float().cpu().numpy()
     files = []
-    for image in values:
+    for index, image in enumerate(values):
         if file_format == "exr":
             data, writer = encode_exr(image)
         else:
             data, writer = encode_npy(image), "numpy"
-        sidecar = json.dumps(_metadata(depth, encoding="raw", writer=writer), indent=1).encode()
+        sidecar = json.dumps(_metadata(depth, index, encoding="raw", writer=writer), indent=1).encode()
         files.append((data, sidecar))
     return files
 
@@ -451,4 +453,6 @@ def load_depth(path: str | os.PathLike, kind: DepthKind | str | None = None) -> 
     chosen = DepthKind(kind) if kind is not None else (recorded or default_kind(path))
     if values.ndim == 2:
         values = values[None]
-    return Depth(torch.from_numpy(np.ascontiguousarray(values)), chosen, f"file:{path.name}")
+    fov = (metadata or {}).get("fov_degrees")
+    camera = (float(fov),) if isinstance(fov, (int, float)) and 0 < fov < 180 else None
+    return Depth(torch.from_numpy(np.ascontiguousarray(values)), chosen, f"file:{path.name}", camera)

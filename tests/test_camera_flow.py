@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from small_networks import SMALL_DEPTH_PRO
+from small_networks import SMALL_DEPTH_PRO, small_depth_pro
 
 from test_nodes_depth import model_folders  # noqa: F401  (fixture)
 
@@ -38,17 +38,6 @@ def test_a_node_setting_wins_then_the_carried_camera_then_the_default():
     assert "default" in choose_fov(0.0, None)[1]
 
 
-def _small_depth_pro(depth_pro_module) -> torch.nn.Module:
-    """Depth Pro (small, random weights) with a field-of-view head biased to about 75 degrees."""
-    torch.manual_seed(0)
-    network = depth_pro_module.build(SMALL_DEPTH_PRO).eval()
-    with torch.no_grad():
-        network.head[4].weight.abs_()  # depth with structure, not the final ReLU's zeros
-        network.head[4].bias.fill_(0.05)
-        network.fov.head[-1].bias.fill_(75.0)
-    return network
-
-
 def _photo(height: int = 24, width: int = 32) -> torch.Tensor:
     from skimage import data
     from torch.nn.functional import interpolate
@@ -62,7 +51,7 @@ def predicted_depth(pack):
     """A Depth (the pack's own class, as nodes receive it) with the field of view Depth Pro predicted."""
     module = importlib.import_module(f"{pack.__name__}.depth_core.models.depth_pro")
     card = module.card_for_config(module.KNOWN_MODELS[0].card, SMALL_DEPTH_PRO)
-    depth = pack.depth_core.estimate.DepthEstimator(card, _small_depth_pro(module)).predict(_photo())
+    depth = pack.depth_core.estimate.DepthEstimator(card, small_depth_pro(module)).predict(_photo())
     assert depth.fov_degrees is not None and abs(depth.fov_degrees[0] - 75.0) < 10.0
     return depth
 
@@ -118,7 +107,7 @@ def test_normal_map_stereo_and_3d_photo_use_the_carried_camera(pack, predicted_d
 
 def test_depth_estimate_carries_a_field_of_view_set_once(pack, model_folders):
     module = importlib.import_module(f"{pack.__name__}.depth_core.models.depth_pro")
-    torch.save(_small_depth_pro(module).state_dict(), model_folders["depth"] / "depth_pro.pt")
+    torch.save(small_depth_pro(module).state_dict(), model_folders["depth"] / "depth_pro.pt")
     model = pack.nodes.depth_estimate.LoadDepthModel.execute(model="depth_pro.pt", device="cpu",
                                                              precision="auto").result[0]
     estimate = pack.nodes.depth_estimate.DepthEstimate.execute
@@ -130,3 +119,23 @@ def test_depth_estimate_carries_a_field_of_view_set_once(pack, model_folders):
     # Depth Pro's metres follow the focal length: a narrower known field of view means a farther scene.
     ratio = math.tan(math.radians(predicted.fov_degrees[0] / 2)) / math.tan(math.radians(20.0))
     assert torch.allclose(given.values, predicted.values * ratio, rtol=1e-4)
+
+
+@pytest.mark.parametrize("file_format, suffix", [("png16", ".png"), ("npy", ".npy"), ("exr", ".exr")])
+def test_saved_depth_files_keep_the_camera(tmp_path, file_format, suffix):
+    from depth_core.depth_io import encode_depth_files, load_depth, sidecar_path
+
+    depth = Depth(torch.rand(2, 6, 8) + 1, DepthKind.METRIC, "test", (48.5, 71.25))
+    for index, (data, sidecar) in enumerate(encode_depth_files(depth, file_format)):
+        path = tmp_path / f"depth_{index}{suffix}"
+        path.write_bytes(data)
+        if sidecar is not None:
+            sidecar_path(path).write_bytes(sidecar)
+        loaded = load_depth(path)
+        assert loaded.is_metric and loaded.fov_degrees == (depth.fov_degrees[index],)
+    plain = tmp_path / f"no_camera{suffix}"
+    data, sidecar = encode_depth_files(Depth(torch.rand(1, 6, 8) + 1, DepthKind.METRIC), file_format)[0]
+    plain.write_bytes(data)
+    if sidecar is not None:
+        sidecar_path(plain).write_bytes(sidecar)
+    assert load_depth(plain).fov_degrees is None

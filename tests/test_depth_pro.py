@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from small_networks import SMALL_DEPTH_PRO
+from small_networks import SMALL_DEPTH_PRO, small_depth_pro
 
 from depth_core import registry
 from depth_core.depth import DepthKind
@@ -50,13 +50,7 @@ def test_config_recognised_only_by_its_family():
 
 @pytest.fixture(scope="module")
 def small():
-    torch.manual_seed(0)
-    network = depth_pro.build(SMALL_DEPTH_PRO).eval()
-    with torch.no_grad():
-        network.head[4].weight.abs_()  # keep the final ReLU's output away from all-zero
-        network.head[4].bias.fill_(0.05)
-        network.fov.head[-1].bias.fill_(60.0)  # a plausible field of view, as a trained head gives
-    return network
+    return small_depth_pro(fov_degrees=60.0)
 
 
 # --- A plain reading of the authors' forward pass, written independently of depth_core's (test-only) ---
