@@ -36,6 +36,9 @@ from pathlib import Path
 import pytest
 from comfyui_location import find_comfyui, skip_or_fail
 
+import small_networks
+from small_networks import SMALL_TEST_NETWORKS
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW_DIR = Path(os.environ.get("DEPTHTOOLKIT_WORKFLOW_DIR") or ROOT / "workflows")
 PACK_FOLDER = "depth_toolkit"
@@ -244,14 +247,19 @@ def build_test_checkpoints(models_dir: Path, workflows: list[Path]) -> dict[str,
         is_depth_network = getattr(entry, "card", None) is not None
         if not is_depth_network:
             HELPER_NETWORK_FILES.add(entry.filename)
-        if not ((is_depth_network and entry.filename == TEST_DEPTH_NETWORK) or
+        # Large networks a workflow names run as a small network of their own architecture (same loading and
+        # camera path, a fraction of the compute), e.g. Depth Pro
+        small = SMALL_TEST_NETWORKS.get(entry.filename) if entry.filename in referenced else None
+        if small is None and not ((is_depth_network and entry.filename == TEST_DEPTH_NETWORK) or
                 (entry.filename in referenced and (not is_depth_network or entry.filename in TEST_VIDEO_NETWORKS))):
             continue
         source = inspect.getsource(module).encode() + repr(entry.config).encode()
+        if small is not None:
+            source += inspect.getsource(small_networks).encode()
         cached = CHECKPOINT_CACHE / hashlib.sha256(source).hexdigest()[:16] / entry.filename
         if not cached.is_file():
             torch.manual_seed(0)
-            network = module.build(entry.config)
+            network = small() if small is not None else module.build(entry.config)
             cached.parent.mkdir(parents=True, exist_ok=True)
             partial = cached.with_name(cached.name + ".partial")
             # The official releases are plain state dicts saved with torch.save (.pth/.pt) or safetensors
