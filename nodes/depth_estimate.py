@@ -57,7 +57,8 @@ class LoadDepthModel(io.ComfyNode):
             display_name="Load Depth Model",
             category=f"{CATEGORY}/depth",
             description="Loads a depth estimation network (Depth Anything V2 and v1, metric Depth Anything V2, "
-                        "MiDaS/DPT, LeReS, ZoeDepth, Marigold) from models/depth/ or models/depthanything/. A known "
+                        "Depth Anything 3 Mono/Metric, Depth Pro (metres and the camera's field of view), MiDaS/DPT, "
+                        "LeReS, ZoeDepth, Marigold) from models/depth/ or models/depthanything/. A known "
                         "model that is missing is downloaded from its official source into models/depth/ and checked "
                         "against its hash.",
             inputs=[
@@ -70,7 +71,10 @@ class LoadDepthModel(io.ComfyNode):
                                        "are diffusers folders (slow, detailed; settings from Marigold Settings). "
                                        "video_depth_anything_* are video models (steady over time; metric_* in "
                                        "metres): Depth Estimate takes their image batch as one clip, Video Depth "
-                                       "streams a video file."),
+                                       "streams a video file. depth_pro.pt gives metres and the photo's field of "
+                                       "view, which the geometry nodes then use (Apple sample-code licence); "
+                                       "DA3METRIC-LARGE gives metres, DA3MONO-LARGE sharp relative depth "
+                                       "(Apache-2.0)."),
                 io.Combo.Input("device", options=["auto", "cpu"], default="auto",
                                tooltip="auto: ComfyUI's device (the GPU when there is one). cpu: always on the "
                                        "processor, slower but independent of VRAM."),
