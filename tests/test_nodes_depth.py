@@ -129,11 +129,15 @@ def test_interrupt_stops_a_forward_pass_between_blocks(pack, small_model):
     """/interrupt during one huge image must not wait for the whole pass: the next block checks the flag."""
     import comfy.model_management
 
-    blocks = pack.depth_core.interrupt.network_blocks(small_model.estimator.network)
+    network = small_model.estimator.network
+    hooked = set(pack.depth_core.interrupt.network_blocks(network))
+    transformer_blocks = [module for name, module in network.named_modules()
+                          if name.rsplit(".", 2)[-2:-1] == ["blocks"] and module in hooked]
+    assert len(transformer_blocks) == 12  # ViT-S: every block is an interrupt point
     ran_after = []
-    press_cancel = blocks[0].register_forward_hook(
+    press_cancel = transformer_blocks[0].register_forward_hook(
         lambda *_: comfy.model_management.interrupt_current_processing(True))
-    count_last = blocks[-1].register_forward_hook(lambda *_: ran_after.append(1))
+    count_last = transformer_blocks[-1].register_forward_hook(lambda *_: ran_after.append(1))
     try:
         with pytest.raises(comfy.model_management.InterruptProcessingException):
             estimate(pack, small_model, torch.rand(1, 28, 28, 3))
