@@ -1,7 +1,7 @@
 """Video to 3D (depth_core.convert): speed, memory and Ray scaling, with depth made beforehand (no network).
 
     .venv/bin/python benchmarks/convert.py speed [--frames 48] [--old-extension FILE]
-    .venv/bin/python benchmarks/convert.py memory [--size 320x180]
+    .venv/bin/python benchmarks/convert.py memory [--size 160x96]
     .venv/bin/python benchmarks/convert.py ray [--frames 48]
 
 speed: a 1280x720 clip (a pan over a real photo, 24 fps) and its 16-bit depth video converted to full SBS H.264 end
@@ -10,8 +10,9 @@ stereo (both eyes, background fill), layout, encode. --old-extension FILE: the o
 src/stereoimage_generation.py (e.g. `git show HEAD:src/stereoimage_generation.py > /tmp/old_stereo.py` in a clone of
 thygate/stable-diffusion-webui-depthmap-script; numba needed), run on the same frames and depth in this process for
 its stereo routine's frames per second (create_stereoimages, polylines_sharp, left-right).
-memory: peak resident memory of `python -m depth_core convert` in a subprocess for a 10 s and a 60 s clip of the same
-size (24 fps): streaming means the two should be within 1.25x.
+memory: peak resident memory of `python -m depth_core convert` in a subprocess (one torch thread) for a 10 s and a
+60 s clip of the same size (24 fps, 160x96 by default so the 60 s clip converts in minutes on a shared 2-core
+machine): streaming means the two should be within 1.25x.
 ray: a folder of 4 clips converted on a local Ray cluster (2 CPUs) with at most 1 and at most 2 segments at once
 (speed-up), and the cost of splitting a clip into segments and joining them (one clip as 1 segment vs 4 segments,
 sequentially; the join alone).
@@ -96,8 +97,8 @@ def speed(args: argparse.Namespace) -> None:
         return result
 
     chunks = timed("decode", lambda: list(iter_frame_range(video, timing, 0, args.frames, 8)))
-    depth_for = DepthVideoSource(depth).segment(video, 0, args.frames, (720, 1280))
-    depths = [timed("depth read", lambda chunk=chunk: depth_for(chunk)) for chunk in chunks]
+    pairs = DepthVideoSource(depth).pairs(video, 0, args.frames, iter(chunks))
+    depths = [timed("depth read", lambda: next(pairs)[1]) for _ in chunks]
     composer = FrameComposer("full-sbs", 720, 1280)
     outputs = []
     for chunk, chunk_depth in zip(chunks, depths):
@@ -151,7 +152,8 @@ def memory(args: argparse.Namespace) -> None:
                    "except SystemExit:\n    pass\n"
                    "print('PEAK_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"]
         begin = time.perf_counter()
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
         elapsed = time.perf_counter() - begin
         peak = int(next(line for line in result.stdout.splitlines() if line.startswith("PEAK_KIB")).split()[1])
         peaks[seconds] = peak / 1024
@@ -212,7 +214,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=("speed", "memory", "ray"))
     parser.add_argument("--frames", type=int, default=48)
-    parser.add_argument("--size", default="320x180", help="memory: frame size")
+    parser.add_argument("--size", default="160x96", help="memory: frame size")
     parser.add_argument("--old-extension", default="", help="speed: path of the old extension's "
                                                             "stereoimage_generation.py")
     args = parser.parse_args()

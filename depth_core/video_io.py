@@ -456,12 +456,15 @@ def iter_frame_range(path: str | os.PathLike, timing: FrameTiming, start: int, s
     with _open_input(path) as container:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
-        if timing.keyframes[keyframe] > 0:
+        seeking = timing.keyframes[keyframe] > 0
+        if seeking:
             container.seek(timing.keyframe_pts[keyframe], stream=stream, backward=True)
         chunk: list[np.ndarray] = []
         try:
-            for frame in container.decode(stream):
-                index = timing.index_of(frame.pts) if frame.pts is not None else start + decoded
+            # From the start, frames are counted (right for variable frame rates too); after a seek their
+            # timestamps say where the decoder is.
+            for position, frame in enumerate(container.decode(stream)):
+                index = timing.index_of(frame.pts) if seeking and frame.pts is not None else position
                 if index < start:
                     continue
                 if index >= stop:

@@ -22,6 +22,11 @@ from depth_core.video_io import frame_timing, iter_frames, probe_video
 FAST = dict(segment_seconds=0.5, chunk_frames=4)
 """Segments of 6 frames at 12 fps: a 20-frame clip with keyframes every 4 frames has segments 0-8, 8-16, 16-20."""
 
+LOSSLESS = dict(crf=0, pixel_format="yuv444p")
+"""For comparing conversions frame for frame: x264's lossy output can differ between two runs on the same frames
+(seen here: two variants of the stream, decoded frames differing in a few pixels), its lossless output decodes to
+exactly the frames it was given."""
+
 
 def decode(path: Path) -> np.ndarray:
     return np.concatenate(list(iter_frames(path, 64, output="numpy")))
@@ -40,7 +45,7 @@ def clip(tmp_path_factory):
 def test_full_sbs_keeps_frames_rate_and_audio_and_shows_the_stereo_pair(clip, tmp_path):
     video, depth = clip
     # Near-lossless encoding (crf 0, no chroma subsampling) so the pictures can be compared closely.
-    options = ConvertOptions(format="full-sbs", crf=0, pixel_format="yuv444p", **FAST)
+    options = ConvertOptions(format="full-sbs", **LOSSLESS, **FAST)
     report = convert_videos([video], tmp_path, options, DepthVideoSource(depth), log=lambda line: None)
     assert not report.failed
     output = tmp_path / "clip_LRF_Full_SBS.mp4"
@@ -63,8 +68,7 @@ def test_full_sbs_keeps_frames_rate_and_audio_and_shows_the_stereo_pair(clip, tm
 
 def test_segments_decode_alone_and_join_without_re_encoding(clip, tmp_path):
     video, depth = clip
-    lossless = dict(crf=0, pixel_format="yuv444p")
-    options = ConvertOptions(format="half-tb", **lossless, **FAST)
+    options = ConvertOptions(format="half-tb", **LOSSLESS, **FAST)
     source = DepthVideoSource(depth)
     plan = plan_video(video, tmp_path, options, source)
     assert plan.segments == ((0, 8), (8, 16), (16, 20)) and plan.output.name == "clip_TB.mp4"
@@ -76,7 +80,7 @@ def test_segments_decode_alone_and_join_without_re_encoding(clip, tmp_path):
     assert not plan.work_dir.exists()
     # Segments decoded alone (each seeking to its keyframe) see the frames a decode from the start sees: losslessly
     # encoded, the joined video equals a conversion in one piece.
-    whole = ConvertOptions(format="half-tb", **lossless, segment_seconds=100, chunk_frames=4)
+    whole = ConvertOptions(format="half-tb", **LOSSLESS, segment_seconds=100, chunk_frames=4)
     single = plan_video(video, tmp_path / "single", whole, source)
     assert single.segments == ((0, 20),)
     convert_segment(single, 0, whole, source)
@@ -85,7 +89,7 @@ def test_segments_decode_alone_and_join_without_re_encoding(clip, tmp_path):
 
 def test_a_stopped_conversion_resumes_from_its_last_finished_segment(clip, tmp_path):
     video, depth = clip
-    options = ConvertOptions(format="half-sbs", **FAST)
+    options = ConvertOptions(format="half-sbs", **LOSSLESS, **FAST)
     converted = []
 
     class Stop(Exception):
@@ -232,10 +236,10 @@ def test_png_depth_frames_serve_as_depth(tmp_path):
     video_depth = write_depth_video(tmp_path / "d" / "v.mkv", ramp_depth_codes(8, 32, 48))
     outputs = []
     for depth in (frames, video_depth):
-        report = convert_videos([video], tmp_path / depth.stem, ConvertOptions(**FAST), DepthVideoSource(depth),
-                                log=lambda line: None)
+        report = convert_videos([video], tmp_path / depth.stem, ConvertOptions(**LOSSLESS, **FAST),
+                                DepthVideoSource(depth), log=lambda line: None)
         outputs.append(decode(report.converted[0]))
-    np.testing.assert_array_equal(*outputs)       # the same codes, so the same file
+    np.testing.assert_array_equal(*outputs)       # the same codes, so the same frames
 
 
 def test_command_line_with_a_depth_network_and_clip_normalization(tmp_path, capsys):
@@ -258,3 +262,34 @@ def test_command_line_with_a_depth_network_and_clip_normalization(tmp_path, caps
     with pytest.raises(SystemExit):
         main(["convert", str(video), "--model", str(checkpoint), "--depth", str(video)])
     assert main(["convert", str(tmp_path / "missing.mp4"), "--depth", str(video), "--out", str(tmp_path)]) == 2
+
+
+def test_variable_frame_rate_video_is_converted_in_one_piece_with_every_frame(tmp_path):
+    from video_clips import write_clip
+
+    stamps = [0, 100, 150, 300, 320, 500, 700, 710, 900, 1000]       # irregular: 1/(100 x 12) s units
+    video = write_clip(tmp_path / "vfr.mp4", pan_frames(10, 32, 48), fps=12, timestamps=stamps)
+    assert probe_video(video).variable_frame_rate
+    (tmp_path / "d").mkdir()
+    write_depth_video(tmp_path / "d" / "vfr.mkv", ramp_depth_codes(10, 32, 48))
+    options = ConvertOptions(format="half-sbs", **FAST)
+    plan = plan_video(video, tmp_path / "out", options, DepthVideoSource(tmp_path / "d"))
+    assert plan.segments == ((0, 10),)
+    report = convert_videos([video], tmp_path / "out", options, DepthVideoSource(tmp_path / "d"),
+                            log=lambda line: None)
+    assert probe_video(report.converted[0]).frame_count == 10
+
+
+def test_a_video_network_streams_its_windows_through_the_converter(tmp_path):
+    from depth_core.models import video_depth_anything
+    from depth_core.registry import build_estimator
+    from depth_core.convert import ModelDepth
+
+    checkpoint = tmp_path / "video_depth_anything_vits.pth"
+    torch.manual_seed(0)
+    torch.save(video_depth_anything.build(video_depth_anything.SMALL).state_dict(), checkpoint)
+    estimator = build_estimator(checkpoint)
+    video, _ = clip_with_depth(tmp_path / "clip", count=12, audio=False)
+    options = ConvertOptions(format="half-sbs", segment_seconds=100, chunk_frames=5)
+    report = convert_videos([video], tmp_path / "out", options, ModelDepth(estimator, 28), log=lambda line: None)
+    assert not report.failed and probe_video(report.converted[0]).frame_count == 12

@@ -15,7 +15,9 @@ from depth_core.video_io import iter_frames
 
 ray = pytest.importorskip("ray")
 
-OPTIONS = ConvertOptions(format="half-sbs", segment_seconds=0.5, chunk_frames=4)
+OPTIONS = ConvertOptions(format="half-sbs", segment_seconds=0.5, chunk_frames=4, crf=0, pixel_format="yuv444p")
+"""Lossless, so that "frame for frame" compares the conversions and not x264's run-to-run variation of lossy
+streams (tests/test_convert.py LOSSLESS)."""
 
 
 @pytest.fixture(scope="module")

@@ -126,11 +126,21 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from .pipeline import convert_videos
 
+            interactive = sys.stderr.isatty()
+            shown = {"percent": -5}
+
             def show(line: str) -> None:
-                print(f"\r{line}", end="", flush=True, file=sys.stderr)
+                # A terminal gets one line redrawn in place; a log gets a line every 5 %.
+                if interactive:
+                    print(f"\r{line}", end="", flush=True, file=sys.stderr)
+                    return
+                percent = int(line.split("%")[0].split()[-1])
+                if percent >= shown["percent"] + 5:
+                    shown["percent"] = percent
+                    print(line, file=sys.stderr, flush=True)
 
             report = convert_videos(args.inputs, args.out, options, spec.open(), device=spec.torch_device(),
-                                    log=lambda line: print(f"\n{line}" if sys.stderr.isatty() else line),
+                                    log=lambda line: print(f"\n{line}" if interactive else line),
                                     progress_line=show)
     except (ConversionError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -3,18 +3,20 @@
 Every source hands out the depth of any range of frames on its own (`segment`), so segments can be converted in
 any order, resumed, or spread over machines, and gives the nearness range of a whole clip for normalize="clip".
 
-* `ModelDepth`: a DepthEstimator run on each chunk of frames (image networks frame by frame in one batch; a video
-  network's `predict` treats the chunk as a clip).
+* `ModelDepth`: a DepthEstimator run on the frames as a video (depth_core.video_depth): Video Depth Anything in its
+  authors' windows, image networks batched per chunk and stabilized over a sliding window that restarts at scene
+  cuts (and at each segment's start, so segments stay independent).
 * `DepthVideoSource`: a depth video frame-aligned with the input: the 16-bit FFV1 MKV Depth Toolkit writes, or any
   grayscale video (near = bright); or a folder of 16-bit PNG frames. Given a folder of depth videos, each input
   video takes the one named like it (`clip.mkv` or `clip_depth.mkv` for `clip.mp4`).
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 import torch
@@ -22,8 +24,9 @@ import torch
 from ..depth import Depth, DepthKind, match_depth_to_images, nearness
 from ..video_io import FrameTiming, VideoInfo, frame_timing, is_video_path, iter_frame_range, probe_video
 
-DepthForFrames = Callable[[torch.Tensor], Depth]
-"""Called with each chunk of frames [n,H,W,3] of a segment, in order; returns their depth at the frames' size."""
+DepthPairs = Iterator[tuple[torch.Tensor, Depth]]
+"""Frames [n,H,W,3] of a segment, in order, each chunk with its depth at the frames' size (a video network may
+return depth for another number of frames than it was given at a time, so frames and depth travel together)."""
 
 CLIP_RANGE_SAMPLES = 16
 """Frames a depth network looks at to find a clip's nearness range (keyframes spread over the clip)."""
@@ -43,8 +46,8 @@ class DepthSource(Protocol):
     def nearness_range(self, source: Path, timing: FrameTiming) -> tuple[float, float]:
         """(low, high) nearness over the whole clip."""
 
-    def segment(self, source: Path, start: int, stop: int, size: tuple[int, int]) -> DepthForFrames:
-        """Depth for frames start..stop-1 of `source`, chunk by chunk."""
+    def pairs(self, source: Path, start: int, stop: int, chunks: Iterator[torch.Tensor]) -> DepthPairs:
+        """The decoded frames start..stop-1 of `source` (`chunks`) paired with their depth."""
 
 
 def _error(message: str) -> Exception:
@@ -81,8 +84,21 @@ class ModelDepth:
                 low, high = min(low, float(values.min())), max(high, float(values.max()))
         return low, high
 
-    def segment(self, source: Path, start: int, stop: int, size: tuple[int, int]) -> DepthForFrames:
-        return self._predict
+    def pairs(self, source: Path, start: int, stop: int, chunks: Iterator[torch.Tensor]) -> DepthPairs:
+        from ..video_depth import video_depth_chunks
+
+        waiting: deque[torch.Tensor] = deque()      # frames read by the network, their depth not out yet
+
+        def remembered() -> Iterator[torch.Tensor]:
+            for chunk in chunks:
+                waiting.append(chunk)
+                yield chunk
+
+        mode = getattr(self.estimator, "mode", "windows")
+        for values in video_depth_chunks(self.estimator, remembered(), self.resolution, mode, total=stop - start):
+            frames = _take(waiting, values.shape[0])
+            depth = Depth(values.cpu(), self.estimator.output_kind, self.model_name)
+            yield frames, match_depth_to_images(depth, frames.shape[0], tuple(frames.shape[1:3]))
 
 
 class DepthVideoSource:
@@ -149,16 +165,12 @@ class DepthVideoSource:
             low, high = min(low, int(codes.min())), max(high, int(codes.max()))
         return low / 65535.0, high / 65535.0
 
-    def segment(self, source: Path, start: int, stop: int, size: tuple[int, int]) -> DepthForFrames:
+    def pairs(self, source: Path, start: int, stop: int, chunks: Iterator[torch.Tensor]) -> DepthPairs:
         feed = _Feed(self._codes(source, start, stop))
-
-        def depth_for(frames: torch.Tensor) -> Depth:
-            codes = feed.take(frames.shape[0])
-            values = torch.from_numpy(codes.astype(np.float32)).div_(65535.0)
+        for frames in chunks:
+            values = torch.from_numpy(feed.take(frames.shape[0]).astype(np.float32)).div_(65535.0)
             depth = Depth(values, DepthKind.RELATIVE_INVERSE, "depth video")
-            return match_depth_to_images(depth, frames.shape[0], tuple(frames.shape[1:3]))
-
-        return depth_for
+            yield frames, match_depth_to_images(depth, frames.shape[0], tuple(frames.shape[1:3]))
 
 
 class _Feed:
@@ -178,6 +190,19 @@ class _Feed:
         stacked = np.concatenate(self.pending)
         self.pending = [stacked[count:]] if held > count else []
         return stacked[:count]
+
+
+def _take(waiting: deque[torch.Tensor], count: int) -> torch.Tensor:
+    """The first `count` frames of the queued chunks (splitting a chunk when needed)."""
+    parts, held = [], 0
+    while held < count:
+        chunk = waiting.popleft()
+        if held + chunk.shape[0] > count:
+            waiting.appendleft(chunk[count - held:])
+            chunk = chunk[:count - held]
+        parts.append(chunk)
+        held += chunk.shape[0]
+    return torch.cat(parts)
 
 
 def _read_png_depth(path: Path) -> np.ndarray:

@@ -221,11 +221,11 @@ def convert_segment(plan: VideoPlan, index: int, options: ConvertOptions, depth:
     start, stop = plan.segments[index]
     composer = FrameComposer(options.format, plan.height, plan.width, options.anaglyph_method, options.swap_eyes,
                              options.vr180_fov)
-    depth_for = depth.segment(plan.source, start, stop, (plan.height, plan.width))
+    chunks = iter_frame_range(plan.source, plan.timing, start, stop, options.chunk_frames)
     with torch.inference_mode(), EncodedVideoWriter(path, composer.width, composer.height, plan.fps, options.codec,
                                                     options.crf, options.preset, options.pixel_format) as writer:
-        for frames in iter_frame_range(plan.source, plan.timing, start, stop, options.chunk_frames):
-            left, right = stereo_frames(frames, depth_for(frames), options, plan.nearness_range, device)
+        for frames, frame_depth in depth.pairs(plan.source, start, stop, chunks):
+            left, right = stereo_frames(frames, frame_depth, options, plan.nearness_range, device)
             writer.write(composer(left, right))
             progress(frames.shape[0])
     return path

@@ -114,6 +114,9 @@ def _convert(ray, inputs, out_dir, options, depth, max_parallel, segment_task, l
 
 
 def _reason(error: Exception) -> str:
+    """The task's own error message (Ray wraps it), else the first line of Ray's."""
     cause = getattr(error, "cause", None)
-    return str(cause) if cause is not None else str(error).splitlines()[0] if str(error) else type(error).__name__
+    if cause is not None:
+        return str(cause)
+    return (str(error).splitlines() or [type(error).__name__])[0]
 
