@@ -166,12 +166,18 @@ def small_file(small, tmp_path_factory):
     return path
 
 
-def test_loads_strictly_and_returns_metres_and_the_predicted_field_of_view(small, small_file):
+@pytest.fixture(scope="module")
+def estimated(small_file):
+    """(estimator loaded from the file, a photo-sized input, its depth)."""
     estimator = registry.build_estimator(small_file)
+    image = torch.rand(1, 50, 70, 3, generator=torch.Generator().manual_seed(5))
+    return estimator, image, estimator.predict(image, resolution=126)  # a resolution choice does not apply
+
+
+def test_loads_strictly_and_returns_metres_and_the_predicted_field_of_view(small, estimated):
+    estimator, image, depth = estimated
     assert estimator.card.family == "depth_pro" and estimator.output_kind is DepthKind.METRIC
     assert estimator.card.preprocess.net_size == SMALL_DEPTH_PRO.input_size
-    image = torch.rand(1, 50, 70, 3, generator=torch.Generator().manual_seed(5))
-    depth = estimator.predict(image, resolution=126)  # a resolution choice does not apply to Depth Pro
     assert depth.is_metric and depth.size == (50, 70) and depth.fov_degrees is not None
 
     # The authors' infer: resize to the network size, canonical inverse depth x W / f_px, resize back, invert.
@@ -191,15 +197,16 @@ def test_loads_strictly_and_returns_metres_and_the_predicted_field_of_view(small
     assert torch.allclose(given.values, depth.values / ratio, rtol=1e-4)
 
 
-def test_fp16_copy_loads_and_matches(small, small_file, tmp_path):
+def test_fp16_copy_loads_and_matches(small, estimated, tmp_path):
     import safetensors.torch
 
+    _, image, reference = estimated
     half = {k: v.half().contiguous() for k, v in small.state_dict().items()}
     path = tmp_path / "depth_pro_fp16.safetensors"
     safetensors.torch.save_file(half, str(path))
-    reference = registry.build_estimator(small_file).predict(torch.full((1, 40, 40, 3), 0.5))
-    loaded = registry.build_estimator(path).predict(torch.full((1, 40, 40, 3), 0.5))
+    loaded = registry.build_estimator(path).predict(image)
     assert torch.allclose(loaded.values, reference.values, rtol=5e-2)
+    assert loaded.fov_degrees == pytest.approx(reference.fov_degrees, rel=1e-2)
 
 
 def test_bad_files_get_clear_errors(small, small_file, tmp_path):

@@ -32,8 +32,10 @@ PATCH_GRID = 24
 PYRAMID_OVERLAPS = (0.25, 0.5)
 """Overlap of neighbouring patches at the 1536 and 768 pyramid levels."""
 DEFAULT_PATCH_CHUNK = 35
-"""Patches per ViT pass; the estimator lowers it where memory is short (one pass of all 35 at 1536 px in fp32 keeps
-about 3 GB of activations)."""
+"""Patches per ViT pass on the CPU: all of them at once (their ViT activations are a few hundred MB)."""
+GPU_PATCH_CHUNK = 8
+"""Patches per ViT pass on a GPU, so that the ViT's peak stays small beside the decoder's 768 and 1536 px maps and
+the three ViT-L's weights on an 8 GB card in fp16."""
 
 
 @dataclass(frozen=True)
@@ -144,10 +146,11 @@ class MultiResolutionEncoder(nn.Module):
         self.patch_chunk = DEFAULT_PATCH_CHUNK
 
     def _encode_patches(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Token maps of every patch, and of the two hooked blocks for the first `latent_count` patches only."""
+        """Token maps of every patch after the last block and after the two hooked blocks, in chunks of patches."""
         outputs, hook0, hook1 = [], [], []
-        for start in range(0, patches.shape[0], self.patch_chunk):
-            tokens, (early, middle) = vit_tokens(self.patch_encoder, patches[start:start + self.patch_chunk],
+        chunk = self.patch_chunk if patches.device.type == "cpu" else min(self.patch_chunk, GPU_PATCH_CHUNK)
+        for start in range(0, patches.shape[0], chunk):
+            tokens, (early, middle) = vit_tokens(self.patch_encoder, patches[start:start + chunk],
                                                  self.config.hook_blocks)
             outputs.append(token_map(tokens))
             hook0.append(token_map(early))
