@@ -173,7 +173,13 @@ def test_marigold_end_to_end_through_the_nodes(pack, tiny_folder, tmp_path, monk
         monkeypatch.setitem(folder_paths.folder_names_and_paths, name, ([str(tmp_path / name)], extensions))
     monkeypatch.setattr(folder_paths, "filename_list_cache", {})
     nodes = pack.nodes.depth_estimate
-    assert OFFICIAL_NAME in nodes.model_choices()
+    listed = nodes.model_choices()
+    new_models = {OFFICIAL_NAME, "marigold-depth-v1-0", "marigold-depth-lcm-v1-0",
+                  *(f"depth_anything_vit{size}14.pth" for size in "sbl"),
+                  *(f"depth_anything_v2_metric_{data}_vit{size}.pth"
+                    for data in ("hypersim", "vkitti") for size in "sbl")}
+    assert new_models <= set(listed)
+    assert not [name for name in listed if name.startswith(OFFICIAL_NAME + "/")]
     model = nodes.LoadDepthModel.execute(model=OFFICIAL_NAME, device="cpu", precision="auto").result[0]
     settings = pack.nodes.marigold.MarigoldSettingsNode.execute(
         denoising_steps=2, ensemble_size=2, processing_resolution=24, seed=5).result[0]
