@@ -40,7 +40,6 @@ from _measure import machine_line  # noqa: E402
 from depth_core.convert import ConvertOptions, DepthVideoSource, convert_segment, convert_videos, plan_video  # noqa
 from depth_core.convert.layouts import FrameComposer  # noqa: E402
 from depth_core.convert.pipeline import finish_video, stereo_frames  # noqa: E402
-from depth_core.depth import Depth, DepthKind  # noqa: E402
 from depth_core.video_io import DepthVideoWriter, EncodedVideoWriter, frame_timing, iter_frame_range  # noqa: E402
 
 FPS = 24
@@ -85,15 +84,18 @@ def speed(args: argparse.Namespace) -> None:
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     assert report.converted, report.failed
     print(f"end to end, 1280x720 -> full SBS 2560x720 H.264 crf 18 (preset medium), {args.frames} frames, depth "
-          f"video: {elapsed:.1f} s = {args.frames / elapsed:.2f} fps (CPU {cpu:.1f} s)")
+          f"video: {elapsed:.1f} s = {args.frames / elapsed:.2f} fps wall; CPU {cpu:.1f} s = "
+          f"{args.frames / cpu:.2f} frames per CPU second")
 
     timing = frame_timing(video)
     stages: dict[str, float] = {}
+    cpu_stages: dict[str, float] = {}
 
     def timed(name, run):
-        begin = time.perf_counter()
+        begin, begin_cpu = time.perf_counter(), time.process_time()
         result = run()
         stages[name] = stages.get(name, 0.0) + time.perf_counter() - begin
+        cpu_stages[name] = cpu_stages.get(name, 0.0) + time.process_time() - begin_cpu
         return result
 
     chunks = timed("decode", lambda: list(iter_frame_range(video, timing, 0, args.frames, 8)))
@@ -108,23 +110,27 @@ def speed(args: argparse.Namespace) -> None:
         for frames in outputs:
             timed("encode", lambda: writer.write(frames))
     total = sum(stages.values())
-    print("stages alone on the same frames (seconds, frames per second):")
+    print("stages alone on the same frames (wall s, fps; CPU s, frames per CPU second; share of the wall time):")
     for name, seconds in stages.items():
-        print(f"  {name:20s} {seconds:7.2f} s {args.frames / seconds:8.2f} fps  {100 * seconds / total:5.1f} %")
+        print(f"  {name:20s} {seconds:7.2f} s {args.frames / seconds:8.2f} fps  CPU {cpu_stages[name]:7.2f} s "
+              f"{args.frames / cpu_stages[name]:8.2f}  {100 * seconds / total:5.1f} %")
 
     if args.old_extension:
         old = load_module(args.old_extension)
         frames = [(chunk[i].numpy() * 255 + 0.5).astype(np.uint8) for chunk in chunks for i in range(len(chunk))]
         nearness = [d.values[i].numpy() for d in depths for i in range(d.values.shape[0])]
         old.create_stereoimages(frames[0], nearness[0], 2.5, modes=["left-right"], fill_technique="polylines_sharp")
-        begin = time.perf_counter()
+        begin, begin_cpu = time.perf_counter(), time.process_time()
         for frame, near in zip(frames, nearness):
             old.create_stereoimages(frame, near, 2.5, modes=["left-right"], fill_technique="polylines_sharp")
-        old_seconds = time.perf_counter() - begin
+        old_seconds, old_cpu = time.perf_counter() - begin, time.process_time() - begin_cpu
         ours = stages["stereo (both eyes)"] + stages["layout"]
-        print(f"stereo stage vs the old extension's create_stereoimages (polylines_sharp, left-right, numba) on "
-              f"the same {len(frames)} frames: ours {len(frames) / ours:.2f} fps, old {len(frames) / old_seconds:.2f} "
-              f"fps, speed-up {old_seconds / ours:.2f}x")
+        ours_cpu = cpu_stages["stereo (both eyes)"] + cpu_stages["layout"]
+        print(f"stereo stage (both eyes + SBS layout) vs the old extension's create_stereoimages (polylines_sharp, "
+              f"left-right, numba) on the same {len(frames)} frames: wall ours {len(frames) / ours:.2f} fps, old "
+              f"{len(frames) / old_seconds:.2f} fps, speed-up {old_seconds / ours:.2f}x; CPU ours "
+              f"{len(frames) / ours_cpu:.2f}, old {len(frames) / old_cpu:.2f} frames per CPU second, speed-up "
+              f"{old_cpu / ours_cpu:.2f}x")
 
 
 def load_module(path: str):
@@ -217,7 +223,11 @@ def main() -> None:
     parser.add_argument("--size", default="160x96", help="memory: frame size")
     parser.add_argument("--old-extension", default="", help="speed: path of the old extension's "
                                                             "stereoimage_generation.py")
+    parser.add_argument("--threads", type=int, default=0, help="torch and numba threads (0 = their defaults)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["NUMBA_NUM_THREADS"] = str(args.threads)
     torch.set_grad_enabled(False)
     print(f"{machine_line()}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; torch threads "
           f"{torch.get_num_threads()}")
