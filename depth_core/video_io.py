@@ -568,14 +568,14 @@ def join_segments(segments: list[tuple[Path, int]], path: str | os.PathLike, fps
         temporary = stack.enter_context(atomic_path(path))
         output = stack.enter_context(av.open(str(temporary), mode="w"))
         first = stack.enter_context(av.open(str(segments[0][0])))
-        video_out = output.add_stream_from_template(first.streams.video[0])
+        video_out = output.add_stream_from_template(first.streams.video[0], opaque=True)   # copied, not encoded
         video_out.time_base = frame_time
         sources = [_segment_packets(segment, start, fps, video_out) for segment, start in segments]
         streams = [iter(packet for source in sources for packet in source)]
         if audio_from is not None:
             audio_in = stack.enter_context(av.open(str(audio_from)))
             if audio_in.streams.audio:
-                audio_out = output.add_stream_from_template(audio_in.streams.audio[0])
+                audio_out = output.add_stream_from_template(audio_in.streams.audio[0], opaque=True)
                 streams.append(_audio_packets(audio_in, audio_out, audio_offset))
         for packet in _by_time(streams):
             output.mux(packet)

@@ -293,3 +293,13 @@ def test_a_video_network_streams_its_windows_through_the_converter(tmp_path):
     options = ConvertOptions(format="half-sbs", segment_seconds=100, chunk_frames=5)
     report = convert_videos([video], tmp_path / "out", options, ModelDepth(estimator, 28), log=lambda line: None)
     assert not report.failed and probe_video(report.converted[0]).frame_count == 12
+
+
+def test_av1_output_is_joined_without_an_encoder_for_its_decoder(tmp_path):
+    video, depth = clip_with_depth(tmp_path / "clip", count=8)
+    report = convert_videos([video], tmp_path / "out", ConvertOptions(codec="av1", **FAST), DepthVideoSource(depth),
+                            log=lambda line: None)
+    assert not report.failed
+    info = probe_video(report.converted[0])
+    assert "av1" in info.codec or info.codec == "libdav1d"
+    assert (info.frame_count, info.has_audio) == (8, True) and len(decode(report.converted[0])) == 8

@@ -89,6 +89,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     work.add_argument("--no-download", action="store_true", help="never download a missing model")
     work.add_argument("--resolution", default="native", help="network input size: native or a number")
     work.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    work.add_argument("--threads", type=int, default=0,
+                      help="torch CPU threads (default: torch's choice; 1 is fastest on a machine busy with other "
+                           "work, where threads wait for each other)")
     args = parser.parse_args(argv)
     if args.depth is not None and args.depth.is_file() and len(args.inputs) > 1:
         parser.error("one depth video serves one input video; for several, give --depth a folder of depth videos "
@@ -115,6 +118,10 @@ def depth_spec(args: argparse.Namespace) -> DepthSpec:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         options = options_from(args)
         spec = depth_spec(args)
