@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .camera import choose_fov
 from .depth import Depth, DepthKind, match_depth_to_images
 from .files import atomic_path
 from .image import image_to_uint8, numpy_to_image, psnr_uint8
@@ -65,6 +66,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "metric indoor (max 20 m), metric outdoor (max 80 m) (default: auto, from the name)")
     parser.add_argument("--tileable", action="store_true",
                         help="the images are textures that repeat: depth that tiles without a seam")
+    parser.add_argument("--fov", type=float, default=0.0,
+                        help="horizontal field of view of the photos in degrees, when known; sets the camera of the "
+                             "normal map, stereo, mesh and 3D photo and the metres of Depth Pro / DA3 Metric "
+                             "(default: Depth Pro's estimate, a depth file's recorded one, else 55)")
     parser.add_argument("--steps", type=int, help="Marigold: denoising steps (default: the model's own)")
     parser.add_argument("--ensemble", type=int, default=1, help="Marigold: predictions averaged per image (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="Marigold: seed of the starting noise (default 0)")
@@ -208,10 +213,14 @@ def write_outputs(stem: str, image: torch.Tensor, depth: Depth, args: argparse.N
         return written + write_panorama_outputs(stem, image, depth, args)
     if "depth" in args.outputs:
         written.append(save_depth_png16(args.out / f"{stem}_depth.png", depth))
+    fov, source = choose_fov(args.fov, depth.fov_for(0))
+    if {"normal", "sbs", "anaglyph", "mesh"} & set(args.outputs):
+        print(f"{stem}: {source}")
     if "normal" in args.outputs:
-        written.append(write_png(args.out / f"{stem}_normal.png", normal_map(depth)[0]))
+        written.append(write_png(args.out / f"{stem}_normal.png", normal_map(depth, fov_degrees=fov)[0]))
     if "sbs" in args.outputs or "anaglyph" in args.outputs:
-        settings = StereoSettings() if args.divergence is None else StereoSettings(divergence=args.divergence)
+        strength = {} if args.divergence is None else {"divergence": args.divergence}
+        settings = StereoSettings(fov_degrees=fov, **strength)
         left, right = stereo_pair(image.permute(0, 3, 1, 2), depth, settings)
         left_view, right_view = left.images.permute(0, 2, 3, 1), right.images.permute(0, 2, 3, 1)
         if "sbs" in args.outputs:
@@ -219,7 +228,7 @@ def write_outputs(stem: str, image: torch.Tensor, depth: Depth, args: argparse.N
         if "anaglyph" in args.outputs:
             written.append(write_png(args.out / f"{stem}_anaglyph.png", anaglyph(left_view, right_view)[0]))
     if "mesh" in args.outputs:
-        mesh = depth_to_mesh(image[0], depth)
+        mesh = depth_to_mesh(image[0], depth, fov_degrees=fov)
         written.append(Path(save_mesh(mesh, args.out / f"{stem}_mesh.glb")[0]))
     return written
 
@@ -251,7 +260,7 @@ def write_photo3d(stem: str, image: torch.Tensor, depth: Depth, args: argparse.N
     """<name>_photo3d.<mp4|webm> (the camera move) and <name>_photo3d.<ply|glb|obj> (the layered, inpainted mesh)."""
     from .photo3d.workflow import Photo3DSettings, load_inpainter, make_photo3d
 
-    settings = Photo3DSettings(path=args.camera_path, frames=args.frames, fps=args.fps,
+    settings = Photo3DSettings(path=args.camera_path, frames=args.frames, fps=args.fps, fov=args.fov,
                                video_format=args.video_format, mesh_format=args.photo3d_mesh,
                                panorama=bool(getattr(args, "panorama", None)))
     device = pick_device(args.device)
@@ -411,9 +420,13 @@ def estimate_image(estimator, image: torch.Tensor, resolution, args: argparse.Na
     settings = {}
     if isinstance(estimator, MarigoldEstimator):
         settings["settings"] = MarigoldSettings(args.steps, args.ensemble, None, args.seed)
+    elif args.fov:
+        settings["fov_degrees"] = args.fov
     if args.tileable:
-        return tileable_depth(estimator, image, resolution, **settings)
-    return estimator.predict(image, resolution, **settings)
+        depth = tileable_depth(estimator, image, resolution, **settings)
+    else:
+        depth = estimator.predict(image, resolution, **settings)
+    return depth.with_fov(args.fov) if args.fov else depth
 
 
 if __name__ == "__main__":

@@ -139,3 +139,22 @@ def test_saved_depth_files_keep_the_camera(tmp_path, file_format, suffix):
     if sidecar is not None:
         sidecar_path(plain).write_bytes(sidecar)
     assert load_depth(plain).fov_degrees is None
+
+
+def test_command_line_meshes_through_the_recorded_camera(tmp_path, capsys):
+    trimesh = pytest.importorskip("trimesh")
+    from PIL import Image
+
+    from depth_core.cli import main
+    from depth_core.depth_io import save_depth_png16
+
+    photo = (_photo() * 255).round().byte()[0].numpy()
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    depth = Depth(1.0 + torch.rand(1, 24, 32), DepthKind.METRIC, "test", (70.0,))
+    save_depth_png16(tmp_path / "photo_depth.png", depth)
+    assert main([str(tmp_path / "photo.png"), "--depth", str(tmp_path / "photo_depth.png"), "--outputs", "mesh",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert "70.0° (carried by the depth)" in capsys.readouterr().out
+    vertices = trimesh.load(tmp_path / "out" / "photo_mesh.glb", force="mesh", process=False).vertices
+    half_width = abs(vertices[:, 0] / vertices[:, 2]).max()
+    assert half_width == pytest.approx(math.tan(math.radians(35.0)) * (1 - 1 / 32), rel=1e-3)
