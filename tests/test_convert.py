@@ -11,8 +11,8 @@ import torch
 from convert_clips import clip_with_depth, ramp_depth_codes, write_clip_with_audio, write_depth_video
 from video_clips import pan_frames
 
-from depth_core.convert import (ConversionError, ConvertOptions, DepthVideoSource, convert_segment, convert_videos,
-                                finish_video, plan_video)
+from depth_core.convert import (ConversionError, ConvertOptions, DepthSpec, DepthVideoSource, convert_segment,
+                                convert_videos, finish_video, plan_video)
 from depth_core.convert.layouts import FORMATS, FrameComposer, format_tag, vr180_eye_size, vr180_grid
 from depth_core.convert.pipeline import stereo_frames
 from depth_core.depth import Depth, DepthKind
@@ -303,3 +303,18 @@ def test_av1_output_is_joined_without_an_encoder_for_its_decoder(tmp_path):
     info = probe_video(report.converted[0])
     assert "av1" in info.codec or info.codec == "libdav1d"
     assert (info.frame_count, info.has_audio) == (8, True) and len(decode(report.converted[0])) == 8
+
+
+def test_a_model_given_by_path_loads_only_when_depth_is_needed(tmp_path):
+    from depth_core.convert import ModelDepth
+    from depth_core.models import depth_anything_v2
+
+    checkpoint = tmp_path / "depth_anything_v2_vits.pth"
+    torch.save(depth_anything_v2.build(depth_anything_v2.SMALL).state_dict(), checkpoint)
+    source = DepthSpec(model=str(checkpoint), resolution=28, device="cpu").open()
+    video, _ = clip_with_depth(tmp_path / "clip", count=4, audio=False)
+    plan = plan_video(video, tmp_path / "out", ConvertOptions(**FAST), source)      # planning needs no network
+    assert isinstance(source, ModelDepth) and source._estimator is None
+    assert plan.nearness_range is None
+    convert_segment(plan, 0, ConvertOptions(**FAST), source)
+    assert source._estimator is not None and source.identity(video)["model"] == checkpoint.name

@@ -57,11 +57,20 @@ def _error(message: str) -> Exception:
 
 
 class ModelDepth:
-    """Depth from a network, batched over each chunk of frames."""
+    """Depth from a network: a loaded DepthEstimator, or a zero-argument loader called the first time depth is
+    needed (a Ray driver that only plans never loads the network)."""
 
     def __init__(self, estimator, resolution=None, model_name: str = "") -> None:
-        self.estimator, self.resolution = estimator, resolution
-        self.model_name = model_name or estimator.name
+        self._estimator = None if callable(estimator) and not hasattr(estimator, "predict") else estimator
+        self._load = estimator if self._estimator is None else None
+        self.resolution = resolution
+        self.model_name = model_name or self.estimator.name
+
+    @property
+    def estimator(self):
+        if self._estimator is None:
+            self._estimator = self._load()
+        return self._estimator
 
     def check(self, source: Path, info: VideoInfo) -> None:
         return None
@@ -244,4 +253,5 @@ def _open_spec(spec: DepthSpec) -> DepthSource:
         return DepthVideoSource(spec.depth)
     from ..registry import build_estimator
 
-    return ModelDepth(build_estimator(spec.model, device=spec.torch_device()), spec.resolution, Path(spec.model).name)
+    return ModelDepth(lambda: build_estimator(spec.model, device=spec.torch_device()), spec.resolution,
+                      Path(spec.model).name)
