@@ -296,8 +296,8 @@ class SceneCutDetector:
 
 class SlidingStabilizer:
     """Aligns each new frame's depth to the frames before it with a per-frame scale (relative depth also a shift):
-    `stabilize_frames` over the last `window` aligned frames plus the new chunk, the earlier frames held fixed.
-    `reset` starts over (at a scene cut)."""
+    `stabilize_frames` over the last `window` aligned frames plus the new chunk, the earlier frames held fixed, so
+    the depth keeps the scale of the shot's first frame. `reset` starts over (at a scene cut)."""
 
     def __init__(self, window: int = DEFAULT_STABILIZE_WINDOW, shift: bool = True) -> None:
         if window < 1:
@@ -311,12 +311,15 @@ class SlidingStabilizer:
 
     def align(self, frames: torch.Tensor) -> torch.Tensor:
         context = self._context
-        joined = frames if context is None else torch.cat([context, frames])
-        anchored = 0 if context is None else context.shape[0]
+        if context is None:
+            # A shot's first frame keeps the network's own scale and the rest follow it: a free first chunk would
+            # let the fit shrink every scale towards zero, which makes neighbouring frames agree trivially.
+            joined, anchored, kept = frames, 1, 0
+        else:
+            joined, anchored, kept = torch.cat([context, frames]), context.shape[0], context.shape[0]
         aligned, _, _ = stabilize_frames(joined, self.window, shift=self.shift, anchored=anchored)
-        aligned = aligned[anchored:]
-        self._context = torch.cat([joined[:anchored], aligned])[-self.window:]
-        return aligned
+        self._context = aligned[-self.window:]
+        return aligned[kept:]
 
 
 def image_model_video_depth(estimator: DepthEstimator, chunks: Iterable[torch.Tensor],

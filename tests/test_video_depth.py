@@ -253,6 +253,9 @@ def test_image_model_video_depth_is_stabilized_in_chunks():
     steady = torch.cat(list(image_model_video_depth(flickering_estimator(), _chunks(frames, 6), stabilize=True)))
     assert steady.shape == raw.shape == (40, 48, 64)
     assert flicker(_unit_pictures(steady)) < 0.25 * flicker(_unit_pictures(raw))
+    # The first frame sets the scale and the rest follow it: no drift of every scale towards zero.
+    torch.testing.assert_close(steady[0], raw[0])
+    assert 0.8 < float(steady.mean() / raw.mean()) < 1.25 and float(steady[-1].std() / steady[0].std()) > 0.8
 
 
 def test_scene_cuts_are_found_and_stabilization_restarts_there():
