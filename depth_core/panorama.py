@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from .camera import Pinhole, equirectangular_directions
-from .depth import Depth, DepthKind, fill_non_finite, match_depth_to_images, nearness, normalize_min_max
+from .depth import (Depth, DepthKind, fill_non_finite, match_depth_to_images, nearness, normalize_min_max,
+                    unit_interval)
 from .image import to_rgb
 from .progress import ProgressFn, no_progress
 from .stereo import warp_pair
@@ -281,7 +282,12 @@ def _robust_least_squares(rows: torch.Tensor, target: torch.Tensor, base_weight:
         scale = float(weight.sum())
         normal = weighted.T @ rows + scale * gauge
         rhs = weighted.T @ target + scale * anchor * anchor_value
-        solution = torch.linalg.solve(normal, rhs)
+        solution, info = torch.linalg.solve_ex(normal, rhs)
+        if int(info) != 0:
+            # A view whose prediction is flat (a clear sky, a plain wall) leaves its scale and shift undetermined:
+            # any pair that puts it at its neighbours' level fits, and the smallest such pair is taken.
+            solution = torch.linalg.lstsq(normal.cpu(), rhs.cpu()[:, None], driver="gelsd").solution[:, 0]
+            solution = solution.to(normal.device)
         residual = rows @ solution - target
         spread = 1.4826 * residual.abs().median().clamp_min(1e-9)
         weight = base_weight / (1.0 + (residual / (2.0 * spread)) ** 2)
@@ -381,11 +387,16 @@ def blend_views(values: torch.Tensor, views: ViewSet, height: int, width: int, r
 # Checks
 
 
+def is_equirectangular_size(height: int, width: int) -> bool:
+    """Whether a picture is 2:1 (within PANORAMA_ASPECT_TOLERANCE), as a 360° x 180° equirectangular one is."""
+    return height > 0 and abs(width / height - 2.0) <= 2.0 * PANORAMA_ASPECT_TOLERANCE
+
+
 def check_panorama(images: torch.Tensor) -> list[str]:
     """Refuse pictures that cannot be equirectangular (not 2:1), and return warnings for pictures that are 2:1 but
     do not wrap around (a perspective photo): their left and right edges should meet."""
     height, width = images.shape[1], images.shape[2]
-    if abs(width / height - 2.0) > 2.0 * PANORAMA_ASPECT_TOLERANCE:
+    if not is_equirectangular_size(height, width):
         raise ValueError(f"Panorama mode needs an equirectangular 360° x 180° image, which is twice as wide as it is "
                          f"high; this one is {width}x{height} ({width / height:.2f}:1). Turn panorama mode off for "
                          "perspective photos, or give the full 2:1 panorama.")
@@ -525,12 +536,14 @@ def pole_merge(latitude: torch.Tensor, start_degrees: float) -> torch.Tensor:
     return 0.5 + 0.5 * torch.cos(math.pi * t)
 
 
-def ods_shifts(depth: Depth, width: int, settings: OdsSettings = OdsSettings()) -> torch.Tensor:
+def ods_shifts(depth: Depth, width: int, settings: OdsSettings = OdsSettings(),
+               nearness_range: tuple[float, float] | None = None) -> torch.Tensor:
     """Per-pixel shift in pixels [B,H,W] of each eye in an ODS panorama (left eye: to the right, right eye: left).
 
     The eyes sit on a circle of radius ipd/2 around the centre and look tangentially; a point at horizontal distance
     rho appears asin(r / rho) away in longitude. Relative depth uses nearness as 1 / rho, scaled so the nearest point
-    on the horizon shifts divergence / 2 % of the width.
+    on the horizon shifts divergence / 2 % of the width. `nearness_range` (low, high): a fixed range for relative
+    nearness instead of each image's (or the batch's) own, so that the pieces of a video share one scale.
     """
     metric = settings.depth_mode == "metric" or (settings.depth_mode == "auto" and depth.is_metric)
     if metric and not depth.is_metric:
@@ -547,22 +560,28 @@ def ods_shifts(depth: Depth, width: int, settings: OdsSettings = OdsSettings()) 
         metres = fill_non_finite(depth.values.float(), "far", DepthKind.METRIC).clamp_min(1e-3)
         ratio = (settings.ipd_mm / 2000.0) / (metres * cos_latitude)
     else:
-        unit = normalize_min_max(nearness(depth).float(), settings.per_image).pow(settings.exponent)
+        if nearness_range is None:
+            unit = normalize_min_max(nearness(depth).float(), settings.per_image)
+        else:
+            unit = unit_interval(nearness(depth).float(), *(torch.tensor(value) for value in nearness_range))
+        unit = unit.pow(settings.exponent)
         ratio = unit * math.sin(math.pi * settings.divergence / 100.0) / cos_latitude
     angle = torch.asin((ratio * fade).clamp(0.0, 0.99))
     return angle * (width / (2.0 * math.pi))
 
 
 def ods_views(images: torch.Tensor, depth: Depth, settings: OdsSettings = OdsSettings(), fill: str = "background",
-              device: torch.device | str = "cpu", progress: ProgressFn = no_progress) -> tuple[torch.Tensor, torch.Tensor]:
+              device: torch.device | str = "cpu", progress: ProgressFn = no_progress,
+              nearness_range: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Left and right eye panoramas [B,H,W,3] (CPU) of equirectangular IMAGE [B,H,W,C] and its depth (distance from
-    the centre, any size), warped by the stereo module with its fills and wrapped around the 360° border."""
+    the centre, any size), warped by the stereo module with its fills and wrapped around the 360° border.
+    `nearness_range`: see ods_shifts."""
     rgb = to_rgb(images)
     batch, height, width = rgb.shape[:3]
     if depth.batch_size == 0:
         raise ValueError("The depth batch is empty: connect a depth map for the panorama.")
     depth = match_depth_to_images(depth, batch, (height, width))
-    shifts = ods_shifts(depth, width, settings)
+    shifts = ods_shifts(depth.to("cpu"), width, settings, nearness_range)
     # Columns shifted across the 360° border come in from the other side: warp a panorama extended by that many
     # wrapped columns on each side, then cut the middle out.
     pad = min(width, int(math.ceil(float(shifts.max()))) + 4)

@@ -13,7 +13,7 @@ import folder_paths
 from ..depth_core.anaglyph import METHODS
 from ..depth_core.camera import DEFAULT_FOV_DEGREES
 from ..depth_core.convert import ConvertOptions, DepthVideoSource, ModelDepth, convert_segment, finish_video, plan_video
-from ..depth_core.convert.layouts import DEFAULT_VR180_FOV, FORMATS
+from ..depth_core.convert.layouts import DEFAULT_VR180_FOV, FORMATS, PANORAMA_FORMAT
 from ..depth_core.convert.pipeline import output_path
 from ..depth_core.stereo import StereoSettings
 from ..depth_core.video_io import CODECS, DEFAULT_QUALITY
@@ -26,7 +26,10 @@ WORK_FOLDER = "depthtoolkit_3d"
 
 FORMAT_TOOLTIP = ("Layout, named in the file the way players detect it: full-sbs (_LRF_Full_SBS, VR headsets), "
                   "half-sbs (_Half_SBS, 3D TVs), full-tb (_TBF_Full_TB), half-tb (_TB, 3D TVs), vr180 (_180_LR: "
-                  "each eye inside a 180° half sphere, for VR video players), anaglyph (coloured glasses).")
+                  "each eye inside a 180° half sphere, for VR video players), anaglyph (coloured glasses), "
+                  "360-tb (_360_TB: a 360° equirectangular video, 2:1, as omni-directional stereo, left eye's "
+                  "panorama on top; depth_model runs in panorama mode on each frame and must be an image network; "
+                  "divergence is then % of the full 360° width: 0.5-1 is comfortable).")
 
 
 def _source_file(video, name: str) -> Path:
@@ -57,10 +60,10 @@ class VideoTo3D(io.ComfyNode):
             node_id="DepthToolkit.VideoTo3D",
             display_name="Video to 3D",
             category=f"{CATEGORY}/stereo",
-            description="Converts a whole video to stereo 3D (SBS, top-bottom, VR180, anaglyph) from file to file: "
-                        "frames are decoded, given depth, warped to both eyes and encoded a few at a time, so any "
-                        "length fits in memory. Keeps the frame rate and copies the audio. Returns a VIDEO for "
-                        "Save Video. A cancelled run continues from its last finished segment.",
+            description="Converts a whole video to stereo 3D (SBS, top-bottom, VR180, 360° top-bottom, anaglyph) "
+                        "from file to file: frames are decoded, given depth, warped to both eyes and encoded a few "
+                        "at a time, so any length fits in memory. Keeps the frame rate and copies the audio. "
+                        "Returns a VIDEO for Save Video. A cancelled run continues from its last finished segment.",
             inputs=[
                 io.Video.Input("video", tooltip="The video to convert (e.g. from Load Video)."),
                 DepthModelType.Input("depth_model", optional=True,
@@ -103,7 +106,7 @@ class VideoTo3D(io.ComfyNode):
         source_path = _source_file(video, "video")
         if depth_model is not None:
             net_size = {"native": None, "match input": "match"}.get(resolution, custom_resolution)
-            depth = ModelDepth(ready_estimator(depth_model), net_size)
+            depth = ModelDepth(ready_estimator(depth_model), net_size, panorama=format == PANORAMA_FORMAT)
         else:
             depth = DepthVideoSource(_source_file(depth_video, "depth"))
         fov = stereo.get("fov_degrees") or DEFAULT_FOV_DEGREES

@@ -139,7 +139,7 @@ def test_clip_normalization_uses_one_range_for_every_segment(clip, tmp_path):
 
 
 @pytest.mark.parametrize("name, size", [("full-sbs", (96, 32)), ("half-sbs", (48, 32)), ("full-tb", (48, 64)),
-                                        ("half-tb", (48, 32)), ("anaglyph", (48, 32))])
+                                        ("half-tb", (48, 32)), ("anaglyph", (48, 32)), ("360-tb", (48, 64))])
 def test_layout_sizes_and_player_tags(name, size):
     composer = FrameComposer(name, 32, 48)
     frames = composer(torch.rand(2, 32, 48, 3), torch.rand(2, 32, 48, 3))
@@ -148,7 +148,8 @@ def test_layout_sizes_and_player_tags(name, size):
     assert {format_tag("vr180"), format_tag("full-sbs"), format_tag("half-sbs"), format_tag("half-tb")} == \
         {"_180_LR", "_LRF_Full_SBS", "_Half_SBS", "_TB"}
     assert format_tag("anaglyph", "dubois green/magenta") == "_Anaglyph_GreenMagenta"
-    assert set(FORMATS) == {"full-sbs", "half-sbs", "full-tb", "half-tb", "vr180", "anaglyph"}
+    assert format_tag("360-tb") == "_360_TB"
+    assert set(FORMATS) == {"full-sbs", "half-sbs", "full-tb", "half-tb", "vr180", "anaglyph", "360-tb"}
 
 
 def test_vr180_maps_the_frame_to_its_field_of_view_inside_the_half_sphere():
@@ -318,3 +319,122 @@ def test_a_model_given_by_path_loads_only_when_depth_is_needed(tmp_path):
     assert plan.nearness_range is None
     convert_segment(plan, 0, ConvertOptions(**FAST), source)
     assert source._estimator is not None and source.identity(video)["model"] == checkpoint.name
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 360° video: omni-directional top-bottom stereo (format 360-tb)
+
+
+def panorama_clip(folder: Path, count: int = 4, width: int = 64) -> tuple[Path, Path, torch.Tensor, np.ndarray]:
+    """A 360° video of the room of tests/panorama_scene.py turning 3 columns per frame (it wraps around the 360°
+    border), its nearness as a (lossless) depth video, the true distance [N,H,W] and the depth video's codes."""
+    from panorama_scene import render_room
+
+    image, distance = render_room(width, width // 2)
+    frames = torch.cat([image.roll(3 * index, dims=2) for index in range(count)])
+    distances = torch.cat([distance.roll(3 * index, dims=2) for index in range(count)])
+    folder.mkdir(parents=True, exist_ok=True)
+    video = write_clip_with_audio(folder / "room.mp4", (frames * 255.0).round().byte().numpy(), audio=False,
+                                  pixel_format="yuv444p")
+    codes = (distances.min() / distances * 65535.0).round().numpy().astype(np.uint16)
+    return video, write_depth_video(folder / "room_depth.mkv", codes), distances, codes
+
+
+def split_eyes(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    frames = decode(path).astype(np.float32) / 255.0
+    half = frames.shape[1] // 2
+    return frames[:, :half], frames[:, half:]
+
+
+@pytest.mark.parametrize("normalize", ["frame", "clip"])
+def test_360_tb_eyes_are_the_panorama_ods_views_of_each_frame(tmp_path, normalize):
+    from depth_core.panorama import OdsSettings, ods_views
+
+    video, depth, _, codes = panorama_clip(tmp_path / "in")
+    options = ConvertOptions(format="360-tb", settings=StereoSettings(divergence=3.0), normalize=normalize,
+                             **LOSSLESS, **FAST)
+    report = convert_videos([video], tmp_path / "out", options, DepthVideoSource(depth), log=lambda line: None)
+    assert not report.failed and report.converted == [tmp_path / "out" / "room_360_TB.mp4"]
+    info = probe_video(report.converted[0])
+    assert (info.width, info.height, info.frame_count) == (64, 64, 4)       # 2:1 eyes stacked: 1:1
+    # Each eye is depth_core.panorama's ODS of the decoded frame and its depth, with the divergence asked for.
+    frames = torch.from_numpy(decode(video)).float() / 255.0
+    frame_depth = Depth(torch.from_numpy(codes.astype(np.float32) / 65535.0), DepthKind.RELATIVE_INVERSE)
+    clip_range = (codes.min() / 65535.0, codes.max() / 65535.0) if normalize == "clip" else None
+    assert options.ods_settings() == OdsSettings(divergence=3.0)
+    left, right = ods_views(frames, frame_depth, OdsSettings(divergence=3.0), nearness_range=clip_range)
+    top, bottom = split_eyes(report.converted[0])
+    for eye, expected in ((top, left), (bottom, right)):
+        error = np.abs(eye - expected.numpy()) * 255.0
+        assert error.mean() < 0.5 and error.max() <= 3.0      # lossless H.264, up to RGB <-> YUV rounding
+    # Real stereo: the eyes differ from each other by far more than that.
+    assert np.abs(top - bottom).mean() * 255.0 > 5.0
+
+
+def test_360_tb_with_a_network_estimates_each_frame_in_panorama_mode(tmp_path):
+    from panorama_scene import TruthEstimator
+
+    from depth_core.convert import ModelDepth
+    from depth_core.panorama import OdsSettings, estimate_panorama_depth, ods_views
+
+    video, _, distances, _ = panorama_clip(tmp_path / "in", count=3)
+    options = ConvertOptions(format="360-tb", settings=StereoSettings(divergence=3.0, depth_mode="relative"),
+                             **LOSSLESS, **FAST)
+    flat = ModelDepth(TruthEstimator(90.0))
+    assert "panorama=True" in convert_videos([video], tmp_path / "flat", options, flat,
+                                             log=lambda line: None).failed[video]
+    estimator = TruthEstimator(90.0)      # the views' true depth, read from the picture
+    report = convert_videos([video], tmp_path / "out", options, ModelDepth(estimator, panorama=True),
+                            log=lambda line: None)
+    assert not report.failed and estimator.calls == 3          # one batch of perspective views per frame
+    frames = torch.from_numpy(decode(video)).float() / 255.0
+    depth, _ = estimate_panorama_depth(TruthEstimator(90.0), frames)
+    # The stand-in "network" reads the distance the frames carry: panorama depth gets it back across the seam.
+    assert float((depth.values - distances).abs().mean() / distances.mean()) < 0.05
+    left, right = ods_views(frames, depth, OdsSettings(divergence=3.0, depth_mode="relative"))
+    top, bottom = split_eyes(report.converted[0])
+    assert np.abs(top - left.numpy()).max() * 255.0 <= 3.0
+    assert np.abs(bottom - right.numpy()).max() * 255.0 <= 3.0
+
+
+def test_360_tb_refuses_what_it_cannot_convert_before_writing_anything(tmp_path):
+    from types import SimpleNamespace
+
+    from depth_core.convert import ModelDepth
+
+    out = tmp_path / "out"
+    flat = write_clip_with_audio(tmp_path / "flat.mp4", pan_frames(4, 32, 48), audio=False)
+    write_depth_video(tmp_path / "flat_depth.mkv", ramp_depth_codes(4, 32, 48))
+
+    def never_loaded():
+        raise AssertionError("a video that is not 2:1 is refused before the network loads")
+
+    for depth in (DepthVideoSource(tmp_path / "flat_depth.mkv"), ModelDepth(never_loaded, model_name="net",
+                                                                             panorama=True)):
+        report = convert_videos([flat], out, ConvertOptions(format="360-tb", **FAST), depth, log=lambda line: None)
+        assert "48x32 (1.50:1)" in report.failed[flat] and "2:1" in report.failed[flat]
+        assert not report.converted and list(out.iterdir()) == []
+    # A video network has no panorama mode (it would read a panorama's views as a sequence in time).
+    video, _, _, _ = panorama_clip(tmp_path / "in", count=2)
+    video_network = SimpleNamespace(name="video_depth_anything_vits", network=SimpleNamespace(is_video_model=True),
+                                    predict=None)
+    report = convert_videos([video], out, ConvertOptions(format="360-tb", **FAST),
+                            ModelDepth(video_network, panorama=True), log=lambda line: None)
+    assert "video network" in report.failed[video] and "image network" in report.failed[video]
+    assert list(out.iterdir()) == []
+    with pytest.raises(ValueError, match="divergence"):
+        ConvertOptions(format="360-tb", settings=StereoSettings(divergence=-1.0))
+
+
+def test_command_line_converts_a_360_video_to_top_bottom_ods(tmp_path, capsys):
+    from depth_core.cli import main
+    from depth_core.models import depth_anything_v2
+
+    checkpoint = tmp_path / "small.pth"
+    torch.save(depth_anything_v2.build(depth_anything_v2.SMALL).state_dict(), checkpoint)
+    video, _, _, _ = panorama_clip(tmp_path / "in", count=2)
+    code = main(["convert", str(video), "--model", str(checkpoint), "--resolution", "28", "--to", "360-tb",
+                 "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 0 and "converted 1" in capsys.readouterr().out
+    info = probe_video(tmp_path / "out" / "room_360_TB.mp4")
+    assert (info.width, info.height, info.frame_count) == (64, 64, 2)

@@ -68,6 +68,17 @@ def test_depth_model_input_and_clear_errors(pack, comfy_output_dir, tmp_path, mo
     result = run(pack, video=video, depth_model=model, format="anaglyph")
     assert result.get_stream_source().endswith("_Anaglyph_RedCyan.mp4")
     assert frames_of(result.get_stream_source()).shape == (6, 32, 48, 3)
+    # 360-tb: a 2:1 video gets panorama depth per frame (the converter refuses a network not in panorama mode);
+    # any other shape is refused.
+    from convert_clips import write_clip_with_audio
+    from video_clips import pan_frames
+
+    panorama = write_clip_with_audio(tmp_path / "pano.mp4", pan_frames(2, 32, 64), audio=False)
+    result = run(pack, video=InputImpl.VideoFromFile(str(panorama)), depth_model=model, format="360-tb")
+    assert result.get_stream_source().endswith("_360_TB.mp4")
+    assert frames_of(result.get_stream_source()).shape == (2, 64, 64, 3)
+    with pytest.raises(ValueError, match=r"48x32 \(1.50:1\).*2:1"):
+        run(pack, video=video, depth_model=model, format="360-tb")
     with pytest.raises(ValueError, match="either a depth_model"):
         run(pack, video=video, format="full-sbs")
     with pytest.raises(ValueError, match="either a depth_model"):

@@ -145,6 +145,29 @@ def test_a_view_that_disagrees_somewhere_does_not_pull_the_others():
     assert torch.allclose(corrected / corrected.mean(), torch.ones(6), rtol=0.01)
 
 
+def test_views_with_flat_predictions_leave_the_others_aligned():
+    # A clear sky or a plain ceiling can come out flat (a network with random weights gives flat views everywhere):
+    # such views' scales and shifts are then undetermined (the normal equations are singular), which must not stop
+    # the others from being aligned.
+    views = view_set("cube")
+    image, _ = render_room(WIDTH, HEIGHT)
+    faces = sample_views(image[0].permute(2, 0, 1), views, 48).permute(0, 2, 3, 1)
+    true_inverse = 1.0 / TruthEstimator(views.fov_degrees).predict(faces).values
+    predictions = TruthEstimator(views.fov_degrees, relative=True, seed=5).predict(faces).values
+    predictions[4:6] = 0.0        # the views looking up and down see "nothing" (a ReLU output at zero)
+    alignment = align_views(predictions, DepthKind.RELATIVE_INVERSE, views)
+    aligned = alignment.scale.view(-1, 1, 1) * predictions + alignment.shift.view(-1, 1, 1)
+    assert bool(torch.isfinite(aligned).all())
+    others = [0, 1, 2, 3]
+    factor = float((aligned[others] * true_inverse[others]).sum() / (aligned[others] ** 2).sum())
+    relative_error = (factor * aligned[others] - true_inverse[others]).abs() / true_inverse[others]
+    assert float(relative_error.mean()) < 0.01
+    # A flat view is put at its neighbours' level: about between the nearest and farthest its wall truly is.
+    for flat in (4, 5):
+        level = factor * float(aligned[flat].mean())
+        assert 0.95 * float(true_inverse[flat].min()) <= level <= 1.05 * float(true_inverse[flat].max())
+
+
 def test_not_two_to_one_is_refused_and_a_photo_is_warned_about(caplog):
     with pytest.raises(ValueError, match="twice as wide.*panorama mode off"):
         estimate_panorama_depth(TruthEstimator(90.0), torch.rand(1, 60, 80, 3))

@@ -4,6 +4,7 @@
     python -m depth_core convert clip.mp4 --depth clip_depth.mkv --to half-sbs --out 3d/
     python -m depth_core convert videos/ --depth depths/ --to full-sbs --out 3d/ --ray            # local Ray
     python -m depth_core convert videos/ --model FILE --out 3d/ --ray ray://head:10001            # a Ray cluster
+    python -m depth_core convert tour360.mp4 --model depth_anything_v2_vits.pth --to 360-tb --out 3d/  # 360° video
 
 A stopped run continues where it stopped when started again with the same arguments.
 """
@@ -16,10 +17,11 @@ from pathlib import Path
 
 from ..anaglyph import METHODS
 from ..cli import model_path
+from ..panorama import OdsSettings
 from ..stereo import FILL_MODES, StereoSettings
 from ..video_io import CODECS, DEFAULT_QUALITY
 from .depth_sources import DepthSpec
-from .layouts import DEFAULT_VR180_FOV, FORMATS
+from .layouts import DEFAULT_VR180_FOV, FORMATS, PANORAMA_FORMAT
 from .pipeline import CONTAINERS, NORMALIZE_MODES, ConversionError, ConvertOptions
 
 LOCAL_RAY = "local"
@@ -40,7 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "frames, or for several inputs a folder of depth videos named like them "
                              "(clip.mkv or clip_depth.mkv for clip.mp4)")
     parser.add_argument("--to", dest="format", default="full-sbs", choices=list(FORMATS), help="output layout "
-                        "(default full-sbs)")
+                        f"(default full-sbs). {PANORAMA_FORMAT}: a 360° equirectangular video (2:1) as omni-"
+                        "directional top-bottom stereo; --model then estimates each frame's depth in panorama mode "
+                        "(an image network; video networks have none)")
     parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
     parser.add_argument("--ray", nargs="?", const=LOCAL_RAY, default=None, metavar="ADDRESS",
                         help="run on a Ray cluster: each video and each segment of a long one becomes a task (one "
@@ -50,8 +54,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="with --ray: at most N segments at once (default: as many as the cluster runs)")
     stereo = parser.add_argument_group("stereo (as the StereoSBS node)")
     defaults = StereoSettings()
-    stereo.add_argument("--divergence", type=float, default=defaults.divergence,
-                        help="3D strength, %% of the width for the nearest point (default 2.5)")
+    stereo.add_argument("--divergence", type=float, default=None,
+                        help=f"3D strength, %% of the width for the nearest point (default {defaults.divergence:g}; "
+                             f"{OdsSettings().divergence:g} for {PANORAMA_FORMAT}, whose width is 360°)")
     stereo.add_argument("--separation", type=float, default=defaults.separation, help="extra shift per eye, %% of width")
     stereo.add_argument("--convergence", type=float, default=defaults.convergence,
                         help="0..1: which depth is at the screen plane (0 farthest, 1 nearest)")
@@ -100,7 +105,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def options_from(args: argparse.Namespace) -> ConvertOptions:
-    settings = StereoSettings(divergence=args.divergence, separation=args.separation, convergence=args.convergence,
+    divergence = args.divergence
+    if divergence is None:
+        divergence = OdsSettings().divergence if args.format == PANORAMA_FORMAT else StereoSettings().divergence
+    settings = StereoSettings(divergence=divergence, separation=args.separation, convergence=args.convergence,
                               balance=args.balance, exponent=args.depth_exponent)
     return ConvertOptions(format=args.format, settings=settings, fill=args.fill, normalize=args.normalize,
                           anaglyph_method=args.anaglyph_method, swap_eyes=args.swap_eyes, vr180_fov=args.vr180_fov,
@@ -113,7 +121,8 @@ def depth_spec(args: argparse.Namespace) -> DepthSpec:
     if args.depth is not None:
         return DepthSpec(depth=str(args.depth))
     resolution = int(args.resolution) if args.resolution.isdigit() else None
-    return DepthSpec(model=str(model_path(args)), resolution=resolution, device=args.device)
+    return DepthSpec(model=str(model_path(args)), resolution=resolution, device=args.device,
+                     panorama=args.format == PANORAMA_FORMAT)
 
 
 def main(argv: list[str] | None = None) -> int:

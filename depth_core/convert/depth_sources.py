@@ -5,7 +5,8 @@ any order, resumed, or spread over machines, and gives the nearness range of a w
 
 * `ModelDepth`: a DepthEstimator run on the frames as a video (depth_core.video_depth): Video Depth Anything in its
   authors' windows, image networks batched per chunk and stabilized over a sliding window that restarts at scene
-  cuts (and at each segment's start, so segments stay independent).
+  cuts (and at each segment's start, so segments stay independent). In panorama mode (360° videos, format 360-tb)
+  each frame gets seamless panorama depth (depth_core.panorama.estimate_panorama_depth) from an image network.
 * `DepthVideoSource`: a depth video frame-aligned with the input: the 16-bit FFV1 MKV Depth Toolkit writes, or any
   grayscale video (near = bright); or a folder of 16-bit PNG frames. Given a folder of depth videos, each input
   video takes the one named like it (`clip.mkv` or `clip_depth.mkv` for `clip.mp4`).
@@ -58,12 +59,20 @@ def _error(message: str) -> Exception:
 
 class ModelDepth:
     """Depth from a network: a loaded DepthEstimator, or a zero-argument loader called the first time depth is
-    needed (a Ray driver that only plans never loads the network)."""
+    needed (a Ray driver that only plans never loads the network; in panorama mode `check` loads it to refuse a
+    video network).
 
-    def __init__(self, estimator, resolution=None, model_name: str = "") -> None:
+    panorama: the frames are 360° equirectangular panoramas: each frame's depth is estimated on its own from
+    overlapping perspective views (no temporal stabilization: the views' alignment already fixes each frame's scale
+    against the whole sphere). Needs an image network: a video network reads its input as a sequence in time, and a
+    panorama's views are not one.
+    """
+
+    def __init__(self, estimator, resolution=None, model_name: str = "", panorama: bool = False) -> None:
         self._estimator = None if callable(estimator) and not hasattr(estimator, "predict") else estimator
         self._load = estimator if self._estimator is None else None
         self.resolution = resolution
+        self.panorama = panorama
         self.model_name = model_name or self.estimator.name
 
     @property
@@ -73,12 +82,24 @@ class ModelDepth:
         return self._estimator
 
     def check(self, source: Path, info: VideoInfo) -> None:
-        return None
+        from ..video_depth import is_video_model
+
+        if self.panorama and hasattr(self.estimator, "network") and is_video_model(self.estimator):
+            raise _error(f"{self.model_name} is a video network: it reads the frames it is given as a sequence in "
+                         "time, and panorama depth gives it a panorama's perspective views instead, so it has no "
+                         "panorama mode. For 360° video (format 360-tb) use an image network (e.g. Depth Anything "
+                         "V2), or give depth made beforehand.")
 
     def identity(self, source: Path) -> dict:
-        return {"model": self.model_name, "resolution": self.resolution}
+        identity = {"model": self.model_name, "resolution": self.resolution}
+        return {**identity, "panorama": True} if self.panorama else identity
 
     def _predict(self, frames: torch.Tensor) -> Depth:
+        if self.panorama:
+            from ..panorama import estimate_panorama_depth
+
+            depth, _ = estimate_panorama_depth(self.estimator, frames, self.resolution)
+            return depth
         depth = self.estimator.predict(frames.to(self.estimator.device), self.resolution)
         return match_depth_to_images(depth.to("cpu"), frames.shape[0], tuple(frames.shape[1:3]))
 
@@ -96,6 +117,10 @@ class ModelDepth:
     def pairs(self, source: Path, start: int, stop: int, chunks: Iterator[torch.Tensor]) -> DepthPairs:
         from ..video_depth import video_depth_chunks
 
+        if self.panorama:
+            for frames in chunks:
+                yield frames, self._predict(frames)
+            return
         waiting: deque[torch.Tensor] = deque()      # frames read by the network, their depth not out yet
 
         def remembered() -> Iterator[torch.Tensor]:
@@ -233,6 +258,8 @@ class DepthSpec:
     depth: str | None = None
     resolution: int | None = None
     device: str = "auto"
+    panorama: bool = False
+    """Model depth of 360° panoramas (ModelDepth's panorama mode)."""
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.depth is None):
@@ -254,4 +281,4 @@ def _open_spec(spec: DepthSpec) -> DepthSource:
     from ..registry import build_estimator
 
     return ModelDepth(lambda: build_estimator(spec.model, device=spec.torch_device()), spec.resolution,
-                      Path(spec.model).name)
+                      Path(spec.model).name, spec.panorama)

@@ -10,6 +10,8 @@ tags in the file name, so every format carries the tag its viewers expect:
 * vr180     `_180_LR`        each eye mapped into a 180°x180° equirectangular half, left | right: the video is shown
                              as a screen of `vr180_fov` degrees in front of the viewer, black around it.
 * anaglyph  `_Anaglyph_...`  one picture for coloured glasses (depth_core.anaglyph's methods).
+* 360-tb    `_360_TB`        a 360° equirectangular video (2:1) as omni-directional stereo, the left eye's
+                             panorama above the right eye's at full size each (depth_core.panorama's ODS).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..anaglyph import METHODS, anaglyph
+from ..panorama import PANORAMA_STEREO_TAG
 from ..stereo import compose_layout
 
 FORMATS: dict[str, str] = {
@@ -28,11 +31,15 @@ FORMATS: dict[str, str] = {
     "half-tb": "_TB",
     "vr180": "_180_LR",
     "anaglyph": "_Anaglyph",
+    "360-tb": PANORAMA_STEREO_TAG,
 }
 """Output format -> the file-name tag players detect it by (anaglyphs add their colours, see `format_tag`)."""
 
+PANORAMA_FORMAT = "360-tb"
+"""The format whose input is a 360° panorama: its eyes come from omni-directional stereo, not a flat warp."""
+
 _STEREO_LAYOUTS = {"full-sbs": "side-by-side", "half-sbs": "side-by-side half", "full-tb": "top-bottom",
-                   "half-tb": "top-bottom half"}
+                   "half-tb": "top-bottom half", PANORAMA_FORMAT: "top-bottom"}
 
 DEFAULT_VR180_FOV = 90.0
 """Horizontal field of view the flat video covers inside the 180° sphere: a large screen, like a near cinema seat."""

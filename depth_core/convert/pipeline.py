@@ -24,13 +24,14 @@ from typing import Callable
 import torch
 
 from ..depth import Depth, nearness, unit_interval
+from ..panorama import OdsSettings, is_equirectangular_size, ods_views
 from ..progress import RateMeter
 from ..stereo import FILL_MODES, StereoSettings, eye_disparities, unit_nearness_disparities, warp_pair
 from ..video_io import (CODECS, MP4_AUDIO_CODECS, EncodedVideoWriter, FrameTiming, VideoInfo, VideoReadError,
                         audio_codec, frame_timing, is_video_path, iter_frame_range, join_segments, pick_encoder,
                         probe_video)
-from .depth_sources import DepthSource
-from .layouts import DEFAULT_VR180_FOV, FrameComposer, check_format, format_tag
+from .depth_sources import DepthSource, ModelDepth
+from .layouts import DEFAULT_VR180_FOV, PANORAMA_FORMAT, FrameComposer, check_format, format_tag
 
 NORMALIZE_MODES = ("frame", "clip")
 CONTAINERS = ("mp4", "mkv")
@@ -78,6 +79,15 @@ class ConvertOptions:
             raise ValueError(f"Unknown container {self.container!r}; choose one of {', '.join(CONTAINERS)}.")
         if self.segment_seconds <= 0 or self.chunk_frames < 1:
             raise ValueError("segment_seconds must be positive and chunk_frames at least 1.")
+        if self.format == PANORAMA_FORMAT:
+            self.ods_settings()        # its limits (e.g. divergence 0-20 %) refuse bad settings before any work
+
+    def ods_settings(self) -> OdsSettings:
+        """The 360-tb format's omni-directional stereo settings: divergence (% of the panorama's 360° width),
+        exponent, depth mode and eye distance (baseline_mm) carry over; separation, convergence and balance have
+        no meaning for eyes circling the centre."""
+        return OdsSettings(divergence=self.settings.divergence, exponent=self.settings.exponent,
+                           ipd_mm=self.settings.baseline_mm, depth_mode=self.settings.depth_mode)
 
     def content_key(self) -> dict:
         """The options that change the output's pixels or encoding (not how the work is split into chunks)."""
@@ -154,6 +164,8 @@ def plan_video(source: Path, out_dir: Path, options: ConvertOptions, depth: Dept
     write a new one. Raises ConversionError / VideoReadError for bad input before anything is written."""
     source = Path(source)
     info = probe_video(source)
+    if options.format == PANORAMA_FORMAT:
+        _check_panorama_video(source, info, depth)
     depth.check(source, info)
     pick_encoder(options.codec)
     timing = frame_timing(source)
@@ -181,6 +193,19 @@ def plan_video(source: Path, out_dir: Path, options: ConvertOptions, depth: Dept
                      codec is not None)
 
 
+def _check_panorama_video(source: Path, info: VideoInfo, depth: DepthSource) -> None:
+    if not is_equirectangular_size(info.height, info.width):
+        raise ConversionError(
+            f"{source.name} is {info.width}x{info.height} ({info.width / info.height:.2f}:1), but the 360-tb format "
+            "is for 360° equirectangular videos, which are twice as wide as they are high (2:1). Choose a flat "
+            "format (full-sbs, half-sbs, full-tb, half-tb, vr180, anaglyph) for this video, or give the full 2:1 "
+            "panorama.")
+    if isinstance(depth, ModelDepth) and not depth.panorama:
+        raise ConversionError("The 360-tb format needs panorama depth: create the depth network's source as "
+                              "ModelDepth(..., panorama=True) (a whole equirectangular frame given to a network "
+                              "gets bent, seamed depth).")
+
+
 def _read_plan(work_dir: Path) -> dict | None:
     try:
         return json.loads((work_dir / PLAN_FILE).read_text())
@@ -197,7 +222,10 @@ def _write_plan(work_dir: Path, plan: dict) -> None:
 def stereo_frames(frames: torch.Tensor, depth: Depth, options: ConvertOptions,
                   nearness_range: tuple[float, float] | None,
                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Left and right views [n,H,W,3] (CPU) of frames [n,H,W,3] with their depth at the frames' size."""
+    """Left and right views [n,H,W,3] (CPU) of frames [n,H,W,3] with their depth at the frames' size (360-tb: the
+    eyes' panoramas of omni-directional stereo)."""
+    if options.format == PANORAMA_FORMAT:
+        return ods_views(frames, depth, options.ods_settings(), options.fill, device, nearness_range=nearness_range)
     width = frames.shape[2]
     depth = depth.to(device)
     if nearness_range is None:
