@@ -73,8 +73,8 @@ def _input() -> torch.Tensor:
 
 # --- A plain reading of the authors' network (DinoVisionTransformer + DPT with sky head), test-only ---
 
-def _reference(net: da3.DepthAnything3, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    vit, head, config = net.model.backbone.pretrained, net.model.head, net.config
+def reference_tokens(vit, x: torch.Tensor) -> torch.Tensor:
+    """DINOv2's class token and patch embeddings with their position embedding resampled to the grid."""
     b, _, h, w = x.shape
     gh, gw = h // 14, w // 14
     tokens = vit.patch_embed.proj(x).flatten(2).transpose(1, 2)
@@ -83,6 +83,14 @@ def _reference(net: da3.DepthAnything3, x: torch.Tensor) -> tuple[torch.Tensor, 
     grid = vit.pos_embed[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
     grid = F.interpolate(grid, scale_factor=((gh + 0.1) / side, (gw + 0.1) / side), mode="bicubic")
     tokens = tokens + torch.cat((vit.pos_embed[:, :1], grid.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)), 1)
+    return tokens
+
+
+def _reference(net: da3.DepthAnything3, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    vit, head, config = net.model.backbone.pretrained, net.model.head, net.config
+    b, _, h, w = x.shape
+    gh, gw = h // 14, w // 14
+    tokens = reference_tokens(vit, x)
     taken = []
     for i, block in enumerate(vit.blocks):
         a = block.attn
@@ -98,6 +106,19 @@ def _reference(net: da3.DepthAnything3, x: torch.Tensor) -> tuple[torch.Tensor, 
     s = head.scratch
     maps = [head.resize_layers[i](head.projects[i](t.permute(0, 2, 1).reshape(b, -1, gh, gw)))
             for i, t in enumerate(taken)]
+    out = reference_fusion(s, maps)
+    neck = F.interpolate(s.output_conv1(out), size=(gh * 14, gw * 14), mode="bilinear", align_corners=True)
+    depth = torch.exp(s.output_conv2(neck))[:, 0]
+    sky = torch.relu(s.sky_output_conv2(neck))[:, 0]
+    for i in range(b):
+        ground = sky[i] < 0.3
+        if ground.sum() > 10 and (~ground).sum() > 10:
+            depth[i][~ground] = torch.quantile(depth[i][ground], 0.99)
+    return depth, sky
+
+
+def reference_fusion(s, maps: list[torch.Tensor]) -> torch.Tensor:
+    """The authors' DPT scratch (without a lateral unit on the coarsest level) on the four level maps."""
     rn = [getattr(s, f"layer{i + 1}_rn")(m) for i, m in enumerate(maps)]
 
     def unit(u, t):
@@ -114,15 +135,7 @@ def _reference(net: da3.DepthAnything3, x: torch.Tensor) -> tuple[torch.Tensor, 
     out = fuse(s.refinenet4, rn[3], size=rn[2].shape[2:])
     out = fuse(s.refinenet3, out, rn[2], size=rn[1].shape[2:])
     out = fuse(s.refinenet2, out, rn[1], size=rn[0].shape[2:])
-    out = fuse(s.refinenet1, out, rn[0])
-    neck = F.interpolate(s.output_conv1(out), size=(gh * 14, gw * 14), mode="bilinear", align_corners=True)
-    depth = torch.exp(s.output_conv2(neck))[:, 0]
-    sky = torch.relu(s.sky_output_conv2(neck))[:, 0]
-    for i in range(b):
-        ground = sky[i] < 0.3
-        if ground.sum() > 10 and (~ground).sum() > 10:
-            depth[i][~ground] = torch.quantile(depth[i][ground], 0.99)
-    return depth, sky
+    return fuse(s.refinenet1, out, rn[0])
 
 
 def test_outputs_match_the_authors_network(small):

@@ -107,14 +107,19 @@ def _dinov2(config: DepthAnythingV2Config) -> nn.Module:
     return vit
 
 
+def dinov2_tokens(vit: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The class token and patch embeddings [B, 1+N, C] with their positions, before the first block."""
+    grid_h, grid_w = x.shape[-2] // PATCH_SIZE, x.shape[-1] // PATCH_SIZE
+    tokens = vit.patch_embed.proj(x).flatten(2).transpose(1, 2)
+    tokens = torch.cat((vit.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens), dim=1)
+    return tokens + dinov2_pos_embed(vit.pos_embed, grid_h, grid_w).to(tokens.dtype)
+
+
 def dinov2_intermediate(
     vit: nn.Module, x: torch.Tensor, layers: tuple[int, ...]
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(normalized patch tokens [B,N,C], class token [B,C]) after each block in `layers`."""
-    grid_h, grid_w = x.shape[-2] // PATCH_SIZE, x.shape[-1] // PATCH_SIZE
-    tokens = vit.patch_embed.proj(x).flatten(2).transpose(1, 2)
-    tokens = torch.cat((vit.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens), dim=1)
-    tokens = tokens + dinov2_pos_embed(vit.pos_embed, grid_h, grid_w).to(tokens.dtype)
+    tokens = dinov2_tokens(vit, x)
     outputs = []
     for index, block in enumerate(vit.blocks):
         tokens = block(tokens)

@@ -151,6 +151,8 @@ class DecoderConfig:
     head_align_corners: bool = True
     """Of the midas head's x2 upsampling (True for DPT, False for v2.1)."""
     head_hidden: int = 32
+    head_outputs: int = 1
+    """Channels of the depth_anything head's last conv (Depth Anything 3's DualDPT adds a confidence channel)."""
     head_activation: HeadActivation = "relu"
     coarsest_lateral: bool = True
     """Whether refinenet4 has the (unused) lateral unit resConfUnit1, as every checkpoint but Depth Anything 3's."""
@@ -191,7 +193,7 @@ class DPTDecoder(nn.Module):
             self.output_conv2 = nn.Sequential(
                 nn.Conv2d(f // 2, hidden, kernel_size=3, padding=1),
                 nn.ReLU(True),
-                nn.Conv2d(hidden, 1, kernel_size=1),
+                nn.Conv2d(hidden, config.head_outputs, kernel_size=1),
                 _HEAD_ACTIVATIONS[config.head_activation](),
             )
         else:
