@@ -9,9 +9,11 @@ must build their inputs from `pack.depth_core` (a second copy of depth_core, not
 """
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -55,8 +57,22 @@ def pack():
     sys.modules[PACK_MODULE_NAME] = module
     spec.loader.exec_module(module)
     importlib.import_module(f"{PACK_MODULE_NAME}.depth_core")
-    importlib.import_module(f"{PACK_MODULE_NAME}.nodes").node_modules()  # every node module, as ComfyUI would
+    nodes = importlib.import_module(f"{PACK_MODULE_NAME}.nodes")
+    run_coroutine(nodes.DepthToolkitExtension().get_node_list())  # what ComfyUI calls at start-up
     return module
+
+
+def run_coroutine(coroutine):
+    """Run a coroutine to completion in a thread of its own: the end-to-end tests' Playwright browser keeps an event
+    loop running in the main thread for the whole session, where asyncio.run would refuse to start."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+@pytest.fixture(scope="session")
+def run_async():
+    """`run_coroutine` for tests that call ComfyUI's async entry points."""
+    return run_coroutine
 
 
 @pytest.fixture()

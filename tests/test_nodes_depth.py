@@ -111,15 +111,14 @@ def test_helper_networks_in_the_depth_folder_are_not_offered_as_depth_models(pac
     assert "latest_net_G.pth" not in choices and "edge-model.pth" not in choices
 
 
-def test_model_folders_are_registered_when_the_extension_loads(pack, monkeypatch):
-    import asyncio
+def test_model_folders_are_registered_when_the_extension_loads(pack, monkeypatch, run_async):
     import os
 
     import folder_paths
 
     for name in ("depth", "depthanything", "rembg"):
         monkeypatch.delitem(folder_paths.folder_names_and_paths, name, raising=False)
-    asyncio.run(pack.nodes.DepthToolkitExtension().get_node_list())  # what ComfyUI calls at start-up
+    run_async(pack.nodes.DepthToolkitExtension().get_node_list())  # what ComfyUI calls at start-up
     for name in ("depth", "depthanything", "rembg"):
         assert os.path.join(folder_paths.models_dir, name) in folder_paths.get_folder_paths(name)
     assert ".safetensors" in folder_paths.folder_names_and_paths["depth"][1]

@@ -62,6 +62,14 @@ def combo_options(kind: Any, options: dict) -> list | None:
     return None
 
 
+def widget_default(kind: Any, options: dict) -> Any:
+    """The value the editor gives a widget the workflow has no value for: its default, else a combo's first option."""
+    if "default" in options:
+        return options["default"]
+    choices = combo_options(kind, options)
+    return choices[0] if choices else None
+
+
 def _has_control_widget(name: str, kind: Any, options: dict) -> bool:
     if options.get("control_after_generate"):
         return True
@@ -77,8 +85,10 @@ def map_widget_values(node_type: str, info: dict, values: list | dict) -> dict[s
     for name, kind, options in _input_specs(info):
         if not is_widget(kind, options):
             continue
-        if position >= len(values):
-            break  # an optional widget added after the workflow was saved keeps its default
+        if position >= len(values):  # a widget added after the workflow was saved: the editor gives its default
+            if (default := widget_default(kind, options)) is not None:
+                named[name] = default
+            continue
         named[name] = values[position]
         position += 1
         if _has_control_widget(name, kind, options) and position < len(values) and values[position] in CONTROL_VALUES:
