@@ -46,9 +46,16 @@ def test_seed_control_value_is_skipped_and_optional_widgets_follow():
     assert named == {"seed": 7, "steps": 30, "sampler": "dpm", "denoise": 0.6, "strength": 0.25}
 
 
-def test_seed_without_saved_control_value():
+def test_seed_without_saved_control_value_and_a_widget_added_later_takes_its_default():
+    """A workflow saved before `strength` existed: the editor fills the new widget with its default, and so do we
+    (test_frontend.py checks the editor's prompt equals ours for every shipped workflow)."""
     named = map_widget_values("KSamplerLike", OBJECT_INFO["KSamplerLike"], [7, 30, "euler", 1.0])
-    assert named == {"seed": 7, "steps": 30, "sampler": "euler", "denoise": 1.0}
+    assert named == {"seed": 7, "steps": 30, "sampler": "euler", "denoise": 1.0, "strength": 0.5}
+
+
+def test_a_missing_combo_without_default_takes_its_first_option():
+    named = map_widget_values("KSamplerLike", OBJECT_INFO["KSamplerLike"], [7, 30])
+    assert named == {"seed": 7, "steps": 30, "sampler": "euler", "denoise": 1.0, "strength": 0.5}
 
 
 def test_upload_button_value_is_skipped():
