@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .files import atomic_path
+from .image import image_to_uint8
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
 """Files the command line and the nodes treat as videos."""
@@ -348,13 +349,10 @@ class DeliveryVideoWriter(_StreamedVideoWriter):
 def delivery_pixels(frames: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """Frames as float 0..1 or uint8, gray [n,H,W] or [n,H,W,C], to contiguous uint8 RGB [n,*size,3], cropping an
     odd last row/column and repeating a 1-pixel side."""
+    if isinstance(frames, np.ndarray) and frames.dtype != np.uint8:
+        frames = torch.from_numpy(frames.astype(np.float32, copy=False))
     if isinstance(frames, torch.Tensor):
-        frames = frames.detach().cpu()
-        if frames.is_floating_point():
-            frames = frames.float().clamp(0, 1).mul(255).add_(0.5).to(torch.uint8)
-        frames = frames.numpy()
-    elif frames.dtype != np.uint8:
-        frames = (np.clip(frames.astype(np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
+        frames = image_to_uint8(frames) if frames.is_floating_point() else frames.detach().cpu().numpy()
     if frames.ndim == 3:
         frames = frames[..., None]
     if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4):
