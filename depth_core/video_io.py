@@ -316,36 +316,6 @@ class DepthVideoWriter(_StreamedVideoWriter):
             self._encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(plane), format="gray16le"))
 
 
-class DeliveryVideoWriter(_StreamedVideoWriter):
-    """8-bit H.264 yuv420p mp4 that every player opens. `write` takes `[n,H,W,3]` or gray `[n,H,W]` frames, float
-    0..1 or uint8. yuv420p needs even sides: an odd last row/column is dropped, a 1-pixel side is repeated to 2."""
-
-    container_format = "mp4"
-    codec = "libx264"
-    pixel_format = "yuv420p"
-
-    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: Fraction | float, crf: int = 18,
-                 metadata: dict[str, str] | None = None) -> None:
-        super().__init__(path, width, height, fps, metadata)
-        self.crf = crf
-        if not encoder_available(self.codec):
-            self.codec = "h264"
-
-    def _stored_size(self) -> tuple[int, int]:
-        return even_size(self.height, self.width)
-
-    def _configure(self, stream) -> None:
-        if self.codec == "libx264":
-            stream.options = {"crf": str(self.crf)}
-
-    def write(self, frames: np.ndarray | torch.Tensor) -> None:
-        import av
-
-        pixels = delivery_pixels(frames, self._stored_size())
-        for frame in pixels:
-            self._encode(av.VideoFrame.from_ndarray(frame, format="rgb24"))
-
-
 def delivery_pixels(frames: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """Frames as float 0..1 or uint8, gray [n,H,W] or [n,H,W,C], to contiguous uint8 RGB [n,*size,3], cropping an
     odd last row/column and repeating a 1-pixel side."""
@@ -482,7 +452,7 @@ def iter_frame_range(path: str | os.PathLike, timing: FrameTiming, start: int, s
                              "Re-export or re-download it.")
 
 
-CODECS: dict[str, tuple[str, ...]] = {"h264": ("libx264",), "h265": ("libx265",), "av1": ("libsvtav1", "libaom-av1")}
+CODECS: dict[str, tuple[str, ...]] = {"h264": ("libx264", "h264"), "h265": ("libx265",), "av1": ("libsvtav1", "libaom-av1")}
 """Output codec -> PyAV encoders that make it, best first."""
 
 DEFAULT_QUALITY = {"h264": 18, "h265": 20, "av1": 30}
@@ -507,7 +477,8 @@ def pick_encoder(codec: str) -> str:
 
 class EncodedVideoWriter(_StreamedVideoWriter):
     """Colour video with a chosen codec (h264 / h265 / av1), constant quality `crf`, encoder `preset` and pixel
-    format, in Matroska or mp4 by the file's extension; frames as for `DeliveryVideoWriter`."""
+    format, in Matroska or mp4 by the file's extension. `write` takes `[n,H,W,3]` or gray `[n,H,W]` frames, float 0..1 or
+    uint8; yuv420p needs even sides, so an odd last row/column is dropped and a 1-pixel side is repeated to 2."""
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: Fraction | float, codec: str = "h264",
                  crf: int | None = None, preset: str | None = None, pixel_format: str = "yuv420p",
@@ -540,6 +511,17 @@ class EncodedVideoWriter(_StreamedVideoWriter):
             video_frame.pts = self.frames_written
             video_frame.time_base = Fraction(1) / self.fps
             self._encode(video_frame)
+
+
+class DeliveryVideoWriter(EncodedVideoWriter):
+    """8-bit H.264 yuv420p mp4 that every player opens (a depth video's preview). `write` takes `[n,H,W,3]` or gray
+    `[n,H,W]` frames, float 0..1 or uint8. yuv420p needs even sides: an odd last row/column is dropped, a 1-pixel side
+    is repeated to 2."""
+
+    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: Fraction | float, crf: int = 18,
+                 metadata: dict[str, str] | None = None) -> None:
+        super().__init__(path, width, height, fps, "h264", crf, metadata=metadata)
+        self.container_format = "mp4"
 
 
 MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac"})
